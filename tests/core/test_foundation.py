@@ -1,0 +1,78 @@
+import os
+
+import polars as pl
+import pytest
+
+from biasamp.errors import BiasampError
+from biasamp.registry import Registry
+from biasamp.store import ShardedOutput, atomic_write_text
+from biasamp.tables import read_table, validate
+
+
+def test_registry_unknown_name_lists_known():
+    reg: Registry = Registry("embedder")
+    reg.register("a", lambda: 1, doc="first")
+    with pytest.raises(BiasampError, match="unknown embedder 'b'; known: a"):
+        reg.get("b")
+    assert reg.get("a")() == 1 and "a" in reg and reg.describe() == {"a": "first"}
+
+
+def test_validate_missing_column_names_it_and_file():
+    df = pl.DataFrame({"source": ["train"], "occupation": ["nurse"]})
+    with pytest.raises(BiasampError) as e:
+        validate(df, "observations", source="obs.csv")
+    msg = str(e.value)
+    assert "condition" in msg and "label" in msg and "obs.csv" in msg
+
+
+def test_validate_unknown_label_names_row():
+    df = pl.DataFrame(
+        {"source": ["train", "gen"], "condition": ["k", "k"], "occupation": ["a", "a"], "label": ["female", "woman"]}
+    )
+    with pytest.raises(BiasampError, match=r"unknown value\(s\) \['woman'\] \(first at row 1\)"):
+        validate(df, "observations")
+
+
+def test_validate_bad_type_names_rows():
+    df = pl.DataFrame({"source": ["gen"], "condition": ["k"], "occupation": ["a"], "label": ["male"], "p_female": ["x"]})
+    with pytest.raises(BiasampError, match="p_female"):
+        validate(df, "observations")
+
+
+def test_read_table_missing_and_corrupt(tmp_path):
+    with pytest.raises(BiasampError, match="file not found"):
+        read_table(tmp_path / "nope.parquet")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    with pytest.raises(BiasampError, match="bad.parquet"):
+        read_table(bad)
+
+
+def test_sharded_output_commit_is_atomic_and_resumable(tmp_path):
+    out = ShardedOutput(tmp_path / "shards")
+    out.commit(0, pl.DataFrame({"a": [1, 2]}))
+    out.commit(1, pl.DataFrame({"a": [3]}))
+    out.commit(1, pl.DataFrame({"a": [3]}))  # re-commit replaces, never duplicates
+    assert out.done() == {"000000", "000001"}
+    assert out.read()["a"].to_list() == [1, 2, 3]
+    assert not [p for p in os.listdir(out.folder) if p.endswith(".tmp")]
+
+
+def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
+    from biasamp.store import atomic_path
+
+    target = tmp_path / "x.txt"
+    atomic_write_text("old", target)
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_cli_version(cli_runner):
+    from biasamp.cli import app
+
+    r = cli_runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and "biasamp" in r.stdout
