@@ -76,3 +76,25 @@ def test_cli_version(cli_runner):
 
     r = cli_runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and "biasamp" in r.stdout
+
+
+def test_cli_prints_biasamp_error_without_traceback(cli_runner, tmp_path):
+    import typer
+
+    from biasamp.cli import app as real_app
+
+    app = typer.Typer()
+
+    @app.command()
+    def boom() -> None:
+        raise BiasampError("file x.csv: column 'label' is missing", hint="add it")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    r = cli_runner.invoke(app, ["boom"])
+    assert r.exit_code == 2
+    assert "column 'label' is missing" in r.output and "hint: add it" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert real_app is not None

@@ -1,0 +1,90 @@
+"""Image embeddings written by `classify --embeddings`: one `.npy` per shard + refs in labels.
+
+The labels table carries `embedding_file` (relative to the classify output folder) and
+`embedding_row`; `load_embeddings` returns the rows' vectors in table order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from biasamp.errors import BiasampError
+
+
+def _base_and_labels(path: str | Path) -> tuple[Path, pl.DataFrame]:
+    from .pipeline import read_labels
+
+    p = Path(path)
+    if not p.exists():
+        raise BiasampError(f"not found: {p}")
+    base = p if p.is_dir() and (p / "labels").is_dir() else (p.parent if p.is_dir() and p.name == "labels" else
+                                                                 p.parent.parent if p.parent.name == "labels" else p.parent)
+    return base, read_labels(p)
+
+
+def load_embeddings(df: pl.DataFrame, base: str | Path) -> np.ndarray:
+    """Vectors for the rows of `df` (NaN rows where an image had no embedding)."""
+    if "embedding_file" not in df.columns or "embedding_row" not in df.columns:
+        raise BiasampError("the labels table has no embedding columns",
+                           hint="run classify with --embeddings (CLIP) or --embed-model to save image embeddings")
+    base = Path(base)
+    out = None
+    cache: dict[str, np.ndarray] = {}
+    files = df["embedding_file"].to_list()
+    rows = df["embedding_row"].to_list()
+    for i, (f, r) in enumerate(zip(files, rows)):
+        if f is None or r is None:
+            continue
+        if f not in cache:
+            fp = base / f
+            if not fp.exists():
+                raise BiasampError(f"embedding file {fp} is missing", hint="keep the embeddings/ folder beside labels/")
+            cache[f] = np.load(fp, allow_pickle=False)
+        v = cache[f][int(r)]
+        if out is None:
+            out = np.full((len(df), v.shape[0]), np.nan, np.float32)
+        out[i] = v
+    if out is None:
+        raise BiasampError("no row of the labels table has an embedding")
+    return out
+
+
+def _manifest_model(base: Path) -> str | None:
+    m = base / "classify.manifest.json"
+    if not m.exists():
+        return None
+    params = json.loads(m.read_text()).get("params", {})
+    return params.get("embed_model") or params.get("classifier_options", {}).get("model")
+
+
+def load_labelled_embeddings(labelled, *, reference_column: str = "reference") -> tuple[pl.DataFrame, np.ndarray, str | None]:
+    """(labels with reference, embeddings, embedding model) from classify output(s).
+
+    `labelled` is a classify output folder whose labels already carry `reference`, or a
+    pair (classify output folder, table with item_id + reference).
+    """
+    from biasamp.tables import read_table
+
+    if isinstance(labelled, (list, tuple)) and len(labelled) == 2:
+        base, df = _base_and_labels(labelled[0])
+        ref = labelled[1] if isinstance(labelled[1], pl.DataFrame) else read_table(labelled[1])
+        if reference_column not in ref.columns:
+            if "label" in ref.columns:
+                ref = ref.rename({"label": reference_column})
+            else:
+                raise BiasampError(f"reference table has no {reference_column!r} or 'label' column")
+        df = df.drop([c for c in (reference_column,) if c in df.columns]).join(
+            ref.select(pl.col("item_id").cast(pl.Utf8), reference_column), on="item_id", how="inner")
+    else:
+        base, df = _base_and_labels(labelled)
+    if reference_column not in df.columns:
+        raise BiasampError(f"labels have no {reference_column!r} column to train on",
+                           hint="join the true labels (female|male) as a 'reference' column, or pass a reference table")
+    model = None
+    if "embedding_model" in df.columns and df["embedding_model"].drop_nulls().len():
+        model = df["embedding_model"].drop_nulls()[0]
+    return df, load_embeddings(df, base), model or _manifest_model(base)

@@ -1,0 +1,208 @@
+"""Validation of a classifier against reference labels (human or another backend).
+
+Input: labels tables with a `label` (predicted) and a `reference` (true: female|male)
+column, or labels plus human annotations joined on item_id. Output: accuracy, the
+confusion matrix, sensitivity and specificity per class with Wilson intervals, and Cohen's
+kappa (with humans, and between backends). The labelled table (`item_id, label,
+reference`) is what the measure stage's `--validation` reads to correct shares for
+classifier error.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from biasamp.errors import BiasampError
+
+CONFIDENT = ("female", "male")
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
+    """Wilson score interval for k successes out of n (None, None when n = 0)."""
+    if n <= 0:
+        return None, None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def cohen_kappa(a, b) -> dict:
+    """Cohen's kappa between two label sequences (any categories), with a large-sample SE."""
+    a = [str(x) for x in a]
+    b = [str(x) for x in b]
+    if len(a) != len(b):
+        raise ValueError("kappa needs two sequences of equal length")
+    n = len(a)
+    if n == 0:
+        return {"kappa": None, "se": None, "ci_low": None, "ci_high": None, "n": 0, "agreement": None}
+    cats = sorted(set(a) | set(b))
+    ix = {c: i for i, c in enumerate(cats)}
+    m = np.zeros((len(cats), len(cats)))
+    for x, y in zip(a, b):
+        m[ix[x], ix[y]] += 1
+    po = np.trace(m) / n
+    pe = float((m.sum(1) / n) @ (m.sum(0) / n))
+    if pe >= 1.0:
+        kappa = 1.0 if po >= 1.0 else 0.0
+        se = 0.0
+    else:
+        kappa = (po - pe) / (1 - pe)
+        se = math.sqrt(po * (1 - po) / (n * (1 - pe) ** 2))
+    return {"kappa": float(kappa), "se": se, "ci_low": float(kappa - Z95 * se), "ci_high": float(kappa + Z95 * se),
+            "n": n, "agreement": float(po)}
+
+
+def _read(path) -> pl.DataFrame:
+    from .pipeline import read_labels
+    from biasamp.tables import read_table
+
+    if isinstance(path, pl.DataFrame):
+        return path
+    p = Path(path)
+    if p.is_dir():
+        return read_labels(p)
+    return read_table(p)
+
+
+def _metrics(df: pl.DataFrame, name: str) -> tuple[dict, list[dict]]:
+    pred = df["label"].cast(pl.Utf8).fill_null("excluded").to_list()
+    ref = df["reference"].cast(pl.Utf8).to_list()
+    pairs = [(p, r) for p, r in zip(pred, ref) if r in CONFIDENT]
+    n_ref = len(pairs)
+    conf = [(p, r) for p, r in pairs if p in CONFIDENT]
+    n_conf = len(conf)
+    correct = sum(p == r for p, r in conf)
+    pred_values = sorted({p for p, _ in pairs}, key=lambda v: (v not in CONFIDENT, CONFIDENT.index(v) if v in CONFIDENT else 0, v))
+    confusion = {r: {p: sum(1 for pp, rr in pairs if rr == r and pp == p) for p in pred_values} for r in CONFIDENT}
+    acc_lo, acc_hi = wilson(correct, n_conf)
+    cov_lo, cov_hi = wilson(n_conf, n_ref)
+    rows = []
+    per_class = {}
+    for c in CONFIDENT:
+        tp = sum(1 for p, r in conf if r == c and p == c)
+        pos = sum(1 for _, r in conf if r == c)
+        tn = sum(1 for p, r in conf if r != c and p != c)
+        neg = sum(1 for _, r in conf if r != c)
+        ppos = sum(1 for p, _ in conf if p == c)
+        sens, spec = (tp / pos if pos else None), (tn / neg if neg else None)
+        s_lo, s_hi = wilson(tp, pos)
+        p_lo, p_hi = wilson(tn, neg)
+        pr_lo, pr_hi = wilson(tp, ppos)
+        per_class[c] = {"sensitivity": sens, "sensitivity_ci": [s_lo, s_hi], "specificity": spec,
+                        "specificity_ci": [p_lo, p_hi], "precision": tp / ppos if ppos else None,
+                        "precision_ci": [pr_lo, pr_hi], "n_reference": pos,
+                        "n_reference_total": sum(1 for _, r in pairs if r == c)}
+        for metric, k, n, v, lo, hi in (("sensitivity", tp, pos, sens, s_lo, s_hi), ("specificity", tn, neg, spec, p_lo, p_hi),
+                                        ("precision", tp, ppos, per_class[c]["precision"], pr_lo, pr_hi)):
+            rows.append({"backend": name, "class": c, "metric": metric, "k": k, "n": n, "value": v, "ci_low": lo, "ci_high": hi})
+    rows.append({"backend": name, "class": None, "metric": "accuracy", "k": correct, "n": n_conf,
+                 "value": correct / n_conf if n_conf else None, "ci_low": acc_lo, "ci_high": acc_hi})
+    rows.append({"backend": name, "class": None, "metric": "coverage", "k": n_conf, "n": n_ref,
+                 "value": n_conf / n_ref if n_ref else None, "ci_low": cov_lo, "ci_high": cov_hi})
+    kappa = cohen_kappa([p for p, _ in conf], [r for _, r in conf])
+    rows.append({"backend": name, "class": None, "metric": "kappa", "k": None, "n": kappa["n"], "value": kappa["kappa"],
+                 "ci_low": kappa["ci_low"], "ci_high": kappa["ci_high"]})
+    errors = (df.filter(pl.col("reference").is_in(list(CONFIDENT)) & pl.col("label").is_in(list(CONFIDENT))
+                        & (pl.col("label") != pl.col("reference")))
+              .select([c for c in ("item_id", "label", "reference", "p_female") if c in df.columns]).head(100))
+    summary = {
+        "backend": name, "n": len(df), "n_reference": n_ref, "n_confident": n_conf,
+        "abstained_or_excluded": n_ref - n_conf,
+        "accuracy": correct / n_conf if n_conf else None, "accuracy_ci": [acc_lo, acc_hi],
+        "coverage": n_conf / n_ref if n_ref else None, "coverage_ci": [cov_lo, cov_hi],
+        "confusion": confusion, "per_class": per_class, "kappa": kappa,
+        "misclassified": errors.to_dicts(),
+    }
+    return summary, rows
+
+
+def validate_labels(labelled, *, annotations=None, reference_column: str = "reference", names=None,
+                    out: str | Path | None = None) -> dict:
+    """Validate labels against reference labels.
+
+    labelled: labels tables (paths, classify output folders or frames) with `label` and a
+    reference column; with `annotations` (human CSV/JSONL files), the human majority label
+    becomes the reference, joined on item_id. Returns {"summary": dict, "metrics": frame,
+    "labelled": frame}; with `out`, writes validation.json, validation.parquet (metrics)
+    and labelled.parquet (item_id, backend, label, reference: what `measure --validation`
+    reads: the first table's rows whose reference is female or male; with several tables,
+    also labelled-<backend>.parquet for each).
+    """
+    from biasamp.store import atomic_write_json, atomic_write_parquet
+
+    tables = [labelled] if isinstance(labelled, (str, Path, pl.DataFrame)) else list(labelled)
+    if not tables:
+        raise BiasampError("validate needs at least one labelled table")
+    human = None
+    if annotations:
+        from .human import read_annotations, vote
+
+        human = vote(read_annotations(annotations if isinstance(annotations, (list, tuple)) else [annotations]))
+    frames = []
+    for i, t in enumerate(tables):
+        df = _read(t)
+        where = t if not isinstance(t, pl.DataFrame) else f"table {i}"
+        if "label" not in df.columns or "item_id" not in df.columns:
+            raise BiasampError(f"{where} has no 'label'/'item_id' column", hint="pass labels tables written by classify")
+        df = df.with_columns(pl.col("item_id").cast(pl.Utf8))
+        if human is not None:
+            df = df.drop([c for c in ("reference",) if c in df.columns]).join(
+                human.select("item_id", pl.col("label").alias("reference")), on="item_id", how="inner")
+        elif reference_column not in df.columns:
+            raise BiasampError(f"{where} has no {reference_column!r} column",
+                               hint="add the true labels as a 'reference' column (female|male), or pass --annotations")
+        elif reference_column != "reference":
+            df = df.drop([c for c in ("reference",) if c in df.columns]).rename({reference_column: "reference"})
+        name = (names[i] if names else None) or (df["backend"].drop_nulls()[0] if "backend" in df.columns and df["backend"].drop_nulls().len() else f"table{i}")
+        if any(f[0] == name for f in frames):
+            name = f"{name}#{i}"
+        frames.append((name, df.with_columns(pl.col("reference").cast(pl.Utf8).str.to_lowercase())))
+    summaries, rows = {}, []
+    for name, df in frames:
+        s, r = _metrics(df, name)
+        summaries[name] = s
+        rows += r
+    between = []
+    for a in range(len(frames)):
+        for b in range(a + 1, len(frames)):
+            (na, da), (nb, db) = frames[a], frames[b]
+            j = da.select("item_id", pl.col("label").alias("a")).join(db.select("item_id", pl.col("label").alias("b")), on="item_id")
+            both = j.filter(pl.col("a").is_in(list(CONFIDENT)) & pl.col("b").is_in(list(CONFIDENT)))
+            k = cohen_kappa(both["a"].to_list(), both["b"].to_list())
+            k_all = cohen_kappa(j["a"].fill_null("excluded").to_list(), j["b"].fill_null("excluded").to_list())
+            between.append({"a": na, "b": nb, "n_shared": len(j), "kappa_confident": k, "kappa_all_labels": k_all})
+            rows.append({"backend": f"{na} vs {nb}", "class": None, "metric": "kappa", "k": None, "n": k["n"],
+                         "value": k["kappa"], "ci_low": k["ci_low"], "ci_high": k["ci_high"]})
+    metrics = pl.DataFrame(rows, schema={"backend": pl.Utf8, "class": pl.Utf8, "metric": pl.Utf8, "k": pl.Int64,
+                                         "n": pl.Int64, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64})
+    keep = ["item_id", "label", "reference", "p_female"]
+    per_backend = {
+        n: df.filter(pl.col("reference").is_in(list(CONFIDENT)))
+        .select([c for c in keep if c in df.columns])
+        .with_columns(pl.col("label").fill_null("excluded"), pl.lit(n).alias("backend"))
+        for n, df in frames
+    }
+    labelled_df = per_backend[frames[0][0]]
+    summary = {"backends": summaries, "between_backends": between,
+               "reference": "human annotations (majority vote)" if human is not None else f"column {reference_column!r}",
+               "labelled": frames[0][0]}
+    if out is not None:
+        import re
+
+        out = Path(out)
+        atomic_write_json(summary, out / "validation.json")
+        atomic_write_parquet(metrics, out / "validation.parquet")
+        atomic_write_parquet(labelled_df, out / "labelled.parquet")
+        if len(frames) > 1:
+            for n, df in per_backend.items():
+                atomic_write_parquet(df, out / f"labelled-{re.sub(r'[^A-Za-z0-9_.-]+', '_', n)}.parquet")
+    return {"summary": summary, "metrics": metrics, "labelled": labelled_df}

@@ -1,0 +1,367 @@
+"""The caption matcher: occupations and gender indicators in one pass over a batch.
+
+`query_batch` is the heavy part, a pure function from a batch of captions (a Polars frame
+or an Arrow table with standard column names) to the `mentions` rows it yields, so the
+local engine and a distributed one (Ray Data `map_batches`) run the same code.
+
+How a batch is matched (vectorised in Polars; Rust's regex engine does the scanning):
+
+1. Prefilter, over every caption: one case-insensitive regex, the alternation of one key
+   per occupation form (its words joined by "any run of non-word characters", after a
+   non-alphanumeric character or the start; keys implied by other keys dropped). It keeps
+   only captions that could mention an occupation, and never drops one the exact stage
+   would match, unless an apostrophe splits an occupation word ("engi'neer").
+2. Exact stage, on the survivors only: captions are normalised (lower-cased, apostrophes
+   removed, other non-word runs turned into a space; `biasamp.vocab.occupations.normalise`)
+   and one regex `\\b(?:…)\\b` of all occupation forms *and* gender words, longest
+   first, extracts whole-word matches. A match implies every form and word it contains
+   ("film director" → "director"), and items that overlap without containing one another
+   are joined into extra alternatives, so the result equals an all-overlapping search:
+   every occupation whose form occurs in the caption, every gender word.
+3. Person names on the captions that mention an occupation (`biasamp.corpus.names`).
+   `indicator` is male (male words/names only), female, both, or none.
+
+`biasamp.corpus.baseline` is the same result computed one caption at a time in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import mmh3
+import polars as pl
+import pyarrow as pa
+
+from biasamp.errors import BiasampError
+from biasamp.vocab.lexicons import Lexicon, load_lexicon
+from biasamp.vocab.occupations import (
+    POLARS_APOSTROPHES,
+    Occupation,
+    load_occupations,
+)
+
+_RX_META = set(r"\.+*?()|[]{}^$#&-~")
+
+
+def _rx(words: list[str]) -> str:
+    for w in words:
+        if any(ch in _RX_META for ch in w):
+            raise ValueError(f"unexpected regex character in normalised word {w!r}")
+    return "|".join(sorted(set(words), key=lambda w: (-len(w), w)))
+
+
+def normalise_expr(expr: pl.Expr) -> pl.Expr:
+    """`biasamp.vocab.occupations.normalise` as a Polars expression."""
+    # Same result as replacing every run of [\W_] by one space, but it leaves single spaces
+    # alone, so most captions need no new string (several times faster in Polars).
+    return (
+        expr.str.to_lowercase()
+        .str.replace_all(POLARS_APOSTROPHES, "")
+        .str.replace_all(r"[\W_]{2,}|[^\w ]|_", " ")
+    )
+
+
+def _contains_words(outer: str, inner: str) -> bool:
+    return f" {inner} " in f" {outer} "
+
+
+def _merge_once(strings: list[str], base: list[str]) -> set[str]:
+    by_prefix: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for w in (tuple(x.split()) for x in base):
+        for k in range(1, len(w)):
+            by_prefix.setdefault(w[:k], []).append(w)
+    out = set()
+    for wa in (tuple(x.split()) for x in strings):
+        for k in range(len(wa) - 1, 0, -1):
+            for wb in by_prefix.get(wa[-k:], ()):
+                if wb != wa:
+                    out.add(" ".join(wa + wb[k:]))
+    return out
+
+
+def _merge_overlaps(strings: list[str], rounds: int = 4) -> list[str]:
+    """Strings 'a b' + 'b c' -> 'a b c' (and chains of such), so a leftmost-first search
+    finds every item even where items overlap without containing one another."""
+    have = set(strings)
+    new = sorted(have)
+    for _ in range(rounds):
+        new = sorted(_merge_once(new, strings) - have)
+        if not new:
+            break
+        have.update(new)
+    return sorted(have - set(strings))
+
+
+def _contained(m: str, items: set[str]) -> list[str]:
+    """The items that occur in `m` as whole words (itself included)."""
+    w = m.split()
+    return sorted({" ".join(w[i:j]) for i in range(len(w)) for j in range(i + 1, len(w) + 1)} & items)
+
+
+def _implies(k2: tuple[str, ...], k1: tuple[str, ...]) -> bool:
+    """Does every raw text matching key k1 also match key k2?"""
+    if len(k2) == 1:
+        return any(k2[0] in w for w in k1)
+    if len(k2) != len(k1):
+        return False
+    return k1[0].endswith(k2[0]) and k1[-1].startswith(k2[-1]) and k1[1:-1] == k2[1:-1]
+
+
+def prefilter_regex(forms: list[str]) -> str:
+    """One case-insensitive regex that every caption mentioning a form matches.
+
+    Each form's words, joined by "any run of non-word characters", after the start of the
+    text or a character that is not an ASCII letter or digit (a superset of the word
+    starts that normalisation makes: "_" and "é" are word characters to Rust's `\\b`,
+    separators or letters to the normaliser); no end boundary, so plurals and possessives
+    of a key also match. Keys implied by another key ("engineers" by "engineer") are dropped.
+    """
+    keys = {tuple(f.split()) for f in forms}
+    keys = {k for k in keys if not any(o != k and _implies(o, k) for o in keys)}
+    ascii_start, other = [], []
+    for k in sorted(keys, key=lambda k: (-len(" ".join(k)), k)):
+        for w in k:
+            if any(ch in _RX_META for ch in w):
+                raise ValueError(f"unexpected regex character in normalised word {w!r}")
+        body = r"[\W_]+".join(k)
+        (ascii_start if k[0][:1].isascii() else other).append(body)
+    alts = []
+    if ascii_start:
+        alts.append(r"(?:^|[^a-zA-Z0-9])(?:" + "|".join(ascii_start) + ")")
+    alts += other
+    return "(?i)(?:" + "|".join(alts) + ")"
+
+
+@dataclass
+class CaptionMatcher:
+    """Occupations + a gender lexicon (+ a person-name finder) compiled for matching.
+
+    Picklable (the name finder is built lazily), so it can be shipped to workers.
+    """
+
+    occupations: list[Occupation] = field(default_factory=lambda: load_occupations())
+    lexicon: Lexicon = field(default_factory=lambda: load_lexicon("paper"))
+    names: str | None = "auto"  # name-finder backend: "auto", "capitalised", "spacy", or None (off)
+
+    def __post_init__(self):
+        if not self.occupations:
+            raise BiasampError("no occupations to look for")
+        pairs = sorted({(f, o.name) for o in self.occupations for f in o.forms})
+        forms = sorted({f for f, _ in pairs})
+        self.form_occupation = pl.DataFrame(pairs, schema={"item": pl.Utf8, "occupation": pl.Utf8}, orient="row")
+        terms = self.lexicon.terms()
+        self.term_gender = pl.DataFrame(terms, schema={"item": pl.Utf8, "term_gender": pl.Utf8}, orient="row")
+        # One regex for occupation forms and gender words together; what it returns (a
+        # form, a word, or a join of overlapping ones) implies every form and word inside it.
+        items = set(forms) | {t for t, _ in terms}
+        merged = _merge_overlaps(sorted(items))
+        implied = [(m, i) for m in sorted(items) + merged for i in _contained(m, items)]
+        self.implied = pl.DataFrame(implied, schema={"_match": pl.Utf8, "item": pl.Utf8}, orient="row")
+        self.match_regex = r"\b(?:" + _rx(sorted(items) + merged) + r")\b"
+        self.prefilter_regex = prefilter_regex(forms)
+        self._finder = None
+        self.names_backend = None
+        if self.names:
+            self._name_finder()  # resolve "auto" now, so the backend used is known and recorded
+
+    # -- names -------------------------------------------------------------------------
+    def _name_finder(self):
+        if self._finder is None and self.names:
+            from biasamp.corpus.names import make_name_finder
+
+            exclude = frozenset(self.lexicon.male | self.lexicon.female) | frozenset(
+                w for o in self.occupations for f in o.forms for w in f.split()
+            )
+            self._finder = make_name_finder(self.names, exclude)
+            self.names_backend = self._finder.backend
+        return self._finder
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_finder"] = None
+        return d
+
+    # -- description -------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A short hash of everything that decides the output (for safe resume)."""
+        spec = {
+            "forms": self.form_occupation.rows(),
+            "terms": self.term_gender.rows(),
+            "names": self.names_backend,
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {
+            "occupations": [o.name for o in self.occupations],
+            "n_forms": self.form_occupation.height,
+            "lexicon": self.lexicon.name,
+            "names": self.names_backend,
+            "fingerprint": self.fingerprint(),
+        }
+
+    # -- matching ----------------------------------------------------------------------
+    def prefilter(self, text: str | pl.Expr = "text") -> pl.Expr:
+        """True for captions that may mention an occupation (a superset of the matches)."""
+        e = pl.col(text) if isinstance(text, str) else text
+        return e.str.contains(self.prefilter_regex)
+
+    def match(self, df: pl.DataFrame, *, text: str = "text", key: str = "row") -> pl.DataFrame:
+        """Exact stage: one row per (key, occupation) with forms, indicator terms and names.
+
+        Columns: key, occupation, forms, indicator_terms, [indicator_names], indicator.
+        `df` may hold any captions (the prefilter is not needed for correctness).
+        """
+        norm = df.select(pl.col(key), normalise_expr(pl.col(text)).alias("_norm"))
+        hits = (
+            norm.select(pl.col(key), pl.col("_norm").str.extract_all(self.match_regex).alias("_match"))
+            .explode("_match")
+            .drop_nulls("_match")
+            .unique()
+            .join(self.implied, on="_match")
+            .select(key, "item")
+            .unique()
+        )
+        found = (
+            hits.join(self.form_occupation, on="item")
+            .sort(key, "occupation", "item")
+            .group_by(key, "occupation", maintain_order=True)
+            .agg(pl.col("item").alias("forms"))
+        )
+        keys = found.select(pl.col(key).unique())
+        terms = (
+            hits.join(keys, on=key, how="semi")
+            .join(self.term_gender, on="item")
+            .sort(key, "item")
+            .group_by(key, maintain_order=True)
+            .agg(
+                pl.col("item").alias("indicator_terms"),
+                (pl.col("term_gender") == "male").any().alias("_tm"),
+                (pl.col("term_gender") == "female").any().alias("_tf"),
+            )
+        )
+        out = found.join(terms, on=key, how="left")
+        male = pl.col("_tm").fill_null(False)
+        female = pl.col("_tf").fill_null(False)
+        finder = self._name_finder()
+        if finder is not None:
+            raw = df.select(pl.col(key), pl.col(text)).join(keys, on=key, how="semi")
+            names = (
+                finder.find(raw, text=text, key=key)
+                .group_by(key)
+                .agg(
+                    pl.col("name").alias("indicator_names"),
+                    (pl.col("name_gender") == "male").any().alias("_nm"),
+                    (pl.col("name_gender") == "female").any().alias("_nf"),
+                )
+            )
+            out = out.join(names, on=key, how="left")
+            male = male | pl.col("_nm").fill_null(False)
+            female = female | pl.col("_nf").fill_null(False)
+        empty = pl.lit([], dtype=pl.List(pl.Utf8))
+        cols = [
+            pl.col(key),
+            pl.col("occupation"),
+            pl.col("forms"),
+            pl.col("indicator_terms").fill_null(empty),
+        ]
+        if finder is not None:
+            cols.append(pl.col("indicator_names").fill_null(empty))
+        cols.append(
+            pl.when(male & female).then(pl.lit("both")).when(male).then(pl.lit("male"))
+            .when(female).then(pl.lit("female")).otherwise(pl.lit("none")).alias("indicator")
+        )
+        return out.select(cols).sort(key, "occupation")
+
+
+# -- caption ids ---------------------------------------------------------------------------
+def laion_caption_id(url: str, text: str) -> int:
+    """LAION's rule: the first signed 64-bit half of MurmurHash3 x64-128 of url + text."""
+    return mmh3.hash64(url + text)[0]
+
+
+def fallback_caption_id(text: str, source_name: str, row: int) -> int:
+    """Without a url: MurmurHash3 of text, the file's base name and the row, joined by U+001F."""
+    return mmh3.hash64(f"{text}\x1f{source_name}\x1f{row}")[0]
+
+
+def caption_ids(df: pl.DataFrame, *, source_name: str, text="text", url="url", hash="hash", row="row") -> pl.DataFrame:
+    """Add `caption_id` (Int64) and `id_rule` (hash | url+text | fallback) to `df`."""
+    n = df.height
+    h = df[hash].cast(pl.Int64, strict=False) if hash in df.columns else pl.Series([None] * n, dtype=pl.Int64)
+    u = df[url].cast(pl.Utf8) if url in df.columns else pl.Series([None] * n, dtype=pl.Utf8)
+    t = df[text]
+    rule = (
+        pl.select(
+            pl.when(h.is_not_null()).then(pl.lit("hash"))
+            .when(u.is_not_null() & t.is_not_null()).then(pl.lit("url+text"))
+            .otherwise(pl.lit("fallback"))
+        ).to_series()
+    )
+    ids = h.to_list()
+    hash64 = mmh3.hash64
+    idx = (rule == "url+text").arg_true()
+    vals = [hash64(a + b)[0] for a, b in zip(u.gather(idx).to_list(), t.gather(idx).to_list())]
+    for i, v in zip(idx.to_list(), vals):
+        ids[i] = v
+    idx = (rule == "fallback").arg_true()
+    rows = df[row].gather(idx).to_list()
+    for i, tx, r in zip(idx.to_list(), t.gather(idx).to_list(), rows):
+        ids[i] = fallback_caption_id(tx or "", source_name, r)
+    return df.with_columns(pl.Series("caption_id", ids, dtype=pl.Int64), rule.alias("id_rule"))
+
+
+# -- the pure batch function -------------------------------------------------------------------
+def query_batch(
+    batch: pl.DataFrame | pa.Table | pa.RecordBatch,
+    matcher: CaptionMatcher,
+    *,
+    source: str = "",
+    prefiltered: bool = False,
+    keep: tuple[str, ...] | list[str] = (),
+) -> pl.DataFrame:
+    """Mentions in one batch of captions: a pure function (frame in, frame out).
+
+    `batch` has standard columns: `text` (required), `url`, `hash`, `row` (the caption's
+    position in its file; made from the batch order if absent) and any `keep` columns; or
+    a corpus's own columns, resolved as the readers do (TEXT/caption, URL, hash; any case).
+    Returns the `mentions` rows: caption_id, occupation, text, url, indicator,
+    indicator_terms, [indicator_names], forms, source, row, id_rule, *keep.
+    """
+    df = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
+    if not isinstance(df, pl.DataFrame):  # pl.from_arrow may give a Series for one column
+        df = df.to_frame()
+    if "text" not in df.columns:  # a raw batch (e.g. LAION's TEXT/URL/hash): resolve the columns
+        from biasamp.corpus.readers import resolve_columns, standard_exprs
+
+        cols = resolve_columns(df.columns, source or "batch", keep=keep)
+        extra = [pl.col("row")] if "row" in df.columns else []
+        df = df.select(*extra, *standard_exprs(cols, dict(df.schema)))
+    if "row" not in df.columns:
+        df = df.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    if df.schema["text"] != pl.Utf8:
+        df = df.with_columns(pl.col("text").cast(pl.Utf8))
+    if not prefiltered:
+        df = df.filter(matcher.prefilter("text"))
+    found = matcher.match(df, text="text", key="row")
+    base_cols = ["row", "text"] + [c for c in ("url", "hash") if c in df.columns] + [c for c in keep if c in df.columns and c not in ("row", "text", "url", "hash")]
+    rows = df.select(base_cols).join(found.select("row").unique(), on="row", how="semi")
+    source_name = source.rstrip("/").rsplit("/", 1)[-1]
+    rows = caption_ids(rows, source_name=source_name)
+    out = found.join(rows, on="row", how="left")
+    if "url" not in out.columns:
+        out = out.with_columns(pl.lit(None, dtype=pl.Utf8).alias("url"))
+    first = ["caption_id", "occupation", "text", "url", "indicator", "indicator_terms"]
+    if "indicator_names" in out.columns:
+        first.append("indicator_names")
+    rest = ["forms", "row", "id_rule"] + [c for c in keep if c in out.columns and c not in first]
+    return out.with_columns(pl.lit(source, dtype=pl.Utf8).alias("source")).select(
+        *first, "forms", pl.col("source"), *[c for c in rest if c != "forms"]
+    )
+
+
+def query_batch_arrow(batch: pa.Table | pa.RecordBatch | pl.DataFrame, matcher: CaptionMatcher, **kwargs) -> pa.Table:
+    """`query_batch` returning an Arrow table (what Ray Data's `map_batches` expects)."""
+    return query_batch(batch, matcher, **kwargs).to_arrow()

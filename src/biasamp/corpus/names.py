@@ -1,0 +1,136 @@
+"""Person names as gender indicators.
+
+Two finders, picked by name (`NAME_FINDERS`):
+
+- "capitalised": every capitalised word ("Maria", not "MARIA" or "maria") that
+  gender-guesser knows as a first name. "mostly_male"/"mostly_female" count as
+  male/female; androgynous ("andy") and unknown names are dropped. Words that are mostly
+  ordinary words in captions ("Will", "Rose", "Paris"; vocab/names_exclude.txt) and words
+  of the lexicon or occupation list are never names. Vectorised (Polars), no model needed.
+- "spacy": spaCy PERSON entities, first token looked up in the same table. Needs an
+  installed `en_core_web_*` model (none is bundled); used by "auto" when one is present.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+
+import polars as pl
+
+from biasamp.errors import BiasampError
+from biasamp.registry import Registry
+from biasamp.vocab import data_path
+
+#: A capitalised word: an upper-case letter then lower-case letters, as a whole word.
+NAME_TOKEN = r"\b\p{Lu}\p{Ll}+\b"
+SPACY_MODELS = ("en_core_web_trf", "en_core_web_lg", "en_core_web_md", "en_core_web_sm")
+
+
+@lru_cache(maxsize=1)
+def excluded_words() -> frozenset[str]:
+    lines = data_path("names_exclude.txt").read_text(encoding="utf-8").splitlines()
+    return frozenset(w.strip().lower() for w in lines if w.strip() and not w.startswith("#"))
+
+
+@lru_cache(maxsize=1)
+def first_name_genders() -> dict[str, str]:
+    """gender-guesser's first names -> 'male' | 'female' (mostly_ folded in, andy dropped)."""
+    import re
+
+    from gender_guesser.detector import Detector
+
+    d = Detector(case_sensitive=True)
+    pat = re.compile(r"^[^\W\d_][^\W\d_]+$")
+    out: dict[str, str] = {}
+    for name in d.names:
+        if not pat.match(name) or not name[0].isupper() or not name[1:].islower():
+            continue
+        g = d.get_gender(name)
+        if g in ("male", "mostly_male"):
+            out[name] = "male"
+        elif g in ("female", "mostly_female"):
+            out[name] = "female"
+    return out
+
+
+def names_table(exclude: frozenset[str] = frozenset()) -> pl.DataFrame:
+    """(name, name_gender) for every usable first name, minus excluded words (any case)."""
+    skip = excluded_words() | {e.lower() for e in exclude}
+    items = [(n, g) for n, g in first_name_genders().items() if n.lower() not in skip]
+    return pl.DataFrame(items, schema={"name": pl.Utf8, "name_gender": pl.Utf8}, orient="row")
+
+
+class CapitalisedNames:
+    """Capitalised words that gender-guesser knows as first names."""
+
+    backend = "capitalised"
+
+    def __init__(self, exclude: frozenset[str] = frozenset()):
+        self.table = names_table(exclude)
+
+    def find(self, df: pl.DataFrame, text: str = "text", key: str = "_key") -> pl.DataFrame:
+        """(key, name, name_gender) rows, one per distinct gendered name in each text."""
+        toks = (
+            df.select(pl.col(key), pl.col(text).str.extract_all(NAME_TOKEN).alias("name"))
+            .explode("name")
+            .drop_nulls("name")
+            .unique(maintain_order=True)
+        )
+        return toks.join(self.table, on="name", how="inner", maintain_order="left")
+
+
+class SpacyNames:
+    """spaCy PERSON entities, first token looked up in gender-guesser's table."""
+
+    backend = "spacy"
+
+    def __init__(self, exclude: frozenset[str] = frozenset(), model: str | None = None):
+        if importlib.util.find_spec("spacy") is None:
+            raise BiasampError("person names by spaCy need the 'spacy' package", hint="pip install spacy, or use --names-backend capitalised")
+        model = model or installed_spacy_model()
+        if model is None:
+            raise BiasampError(
+                f"no spaCy English model installed (looked for {', '.join(SPACY_MODELS)})",
+                hint="install one (python -m spacy download en_core_web_lg) or use --names-backend capitalised",
+            )
+        import spacy
+
+        self.model = model
+        self.nlp = spacy.load(model, disable=["parser", "lemmatizer", "tagger", "attribute_ruler"])
+        self.table = dict(names_table(exclude).iter_rows())
+
+    def find(self, df: pl.DataFrame, text: str = "text", key: str = "_key") -> pl.DataFrame:
+        rows = []
+        for k, doc in zip(df[key].to_list(), self.nlp.pipe([t or "" for t in df[text].to_list()], batch_size=256)):
+            seen = set()
+            for ent in doc.ents:
+                if ent.label_ != "PERSON" or not len(ent):
+                    continue
+                first = ent[0].text
+                g = self.table.get(first)
+                if g and first not in seen:
+                    seen.add(first)
+                    rows.append((k, first, g))
+        return pl.DataFrame(rows, schema={key: df.schema[key], "name": pl.Utf8, "name_gender": pl.Utf8}, orient="row")
+
+
+def installed_spacy_model() -> str | None:
+    if importlib.util.find_spec("spacy") is None:
+        return None
+    for m in SPACY_MODELS:
+        if importlib.util.find_spec(m) is not None:
+            return m
+    return None
+
+
+NAME_FINDERS: Registry = Registry("person-name finder")
+NAME_FINDERS.register("capitalised", CapitalisedNames, doc="capitalised words looked up in gender-guesser (no model needed)")
+NAME_FINDERS.register("spacy", SpacyNames, doc="spaCy PERSON entities (needs an en_core_web_* model)")
+
+
+def make_name_finder(backend: str = "auto", exclude: frozenset[str] = frozenset()):
+    """A name finder by name; "auto" = spaCy when a model is installed, else capitalised."""
+    if backend == "auto":
+        backend = "spacy" if installed_spacy_model() else "capitalised"
+    return NAME_FINDERS.get(backend)(exclude)

@@ -1,0 +1,33 @@
+"""A whole study from one config: validation, the stage plan, caching, resume, the report."""
+
+from biasamp.study.config import StudyConfig, load_config, parse_config
+from biasamp.study.runner import Runner, RunResult, Stage
+
+
+def plan_study(config: StudyConfig | str):
+    """The stage plan of a study config (a Polars table: stage, key, status, reads)."""
+    from biasamp.study.pipeline import build_stages
+
+    cfg = load_config(config) if isinstance(config, str) else config
+    return Runner(cfg, build_stages(cfg)).plan()
+
+
+def run_study(config: StudyConfig | str, *, force: tuple[str, ...] = (), show_progress: bool = True) -> RunResult:
+    """Run (or resume) every stage of a study; returns what ran, what was cached, and timings."""
+    from biasamp.study.pipeline import build_stages
+
+    cfg = load_config(config) if isinstance(config, str) else config
+    runner = Runner(cfg, build_stages(cfg), show_progress=show_progress)
+    unknown = [f for f in force if f not in {s.name for s in runner.stages}]
+    if unknown:
+        from biasamp.errors import BiasampError
+
+        raise BiasampError(f"--force names unknown stage(s) {unknown}",
+                           hint=f"stages: {', '.join(s.name for s in runner.stages)}")
+    result = runner.run(force=force)
+    report = cfg.out_dir / "report" / "index.html"
+    result.report = report if report.exists() else None
+    return result
+
+
+__all__ = ["Runner", "RunResult", "Stage", "StudyConfig", "load_config", "parse_config", "plan_study", "run_study"]

@@ -1,0 +1,210 @@
+"""The whole query: outputs, resume, bad input, statistics and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+import biasamp.corpus.query as query_mod
+from biasamp import tables
+from biasamp.corpus import corpus_stats, make_corpus, query_corpus, read_mentions
+from biasamp.errors import BiasampError
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    make_corpus(30_000, seed=5, out=d, rows_per_file=10_000, occupation_rate=0.1)
+    return d
+
+
+def test_outputs_and_layout(corpus_dir, tmp_path):
+    res = query_corpus(str(corpus_dir), tmp_path / "q", progress=False, workers=2)
+    out = tmp_path / "q"
+    assert (out / "query.manifest.json").exists() and (out / "stats.parquet").exists() and (out / "files.parquet").exists()
+    parts = sorted(p.relative_to(out / "mentions").parts[0] for p in (out / "mentions").rglob("*.parquet"))
+    assert all(p.startswith("occupation=") for p in parts)
+    assert "occupation=tv-presenter" in parts
+    # the mentions table reads back through the shared reader, and validates
+    via_tables = tables.read_table(out / "mentions", "mentions")
+    mine = read_mentions(out)
+    assert via_tables.height == mine.height == res.files["mention_rows"].sum()
+    assert mine.schema["caption_id"] == pl.Int64 and mine.schema["indicator_terms"] == pl.List(pl.Utf8)
+    assert set(mine["indicator"].unique()) <= {"male", "female", "both", "none"}
+    # one row per (caption, occupation)
+    assert mine.select("source", "row", "occupation").n_unique() == mine.height
+    assert read_mentions(out, occupations=["nurse"])["occupation"].unique().to_list() == ["nurse"]
+    assert res.files["rows"].sum() == 30_000 and res.files["status"].to_list() == ["ok"] * 3
+
+
+def test_stats_against_a_reference(corpus_dir, tmp_path):
+    res = query_corpus(str(corpus_dir), tmp_path / "q", progress=False, names=None)
+    m = res.mentions()
+    for occ in ("nurse", "engineer"):
+        sub = m.filter(pl.col("occupation") == occ)
+        row = res.stats.filter(pl.col("occupation") == occ).row(0, named=True)
+        counts = {k: int((sub["indicator"] == k).sum()) for k in ("male", "female", "both", "none")}
+        assert row["captions"] == sub.height and all(row[k] == v for k, v in counts.items())
+        assert row["indicator_rate"] == pytest.approx((sub.height - counts["none"]) / sub.height)
+        assert row["male_share"] == pytest.approx(counts["male"] / (counts["male"] + counts["female"]))
+        assert row["per_million"] == pytest.approx(sub.height * 1e6 / 30_000)
+    s = corpus_stats(tmp_path / "q")
+    assert s.occupations.equals(res.stats) and s.totals["captions_scanned"] == 30_000
+
+
+def test_shard_partition(corpus_dir, tmp_path):
+    res = query_corpus(str(corpus_dir), tmp_path / "s", progress=False, partition="shard", names=None)
+    files = sorted(p.name for p in (tmp_path / "s" / "mentions").glob("*.parquet"))
+    assert len(files) == 3 and all(f.startswith("part-part-0000") for f in files)
+    assert tables.read_table(tmp_path / "s" / "mentions", "mentions").height == res.mentions().height
+
+
+def test_resume_after_a_kill(corpus_dir, tmp_path, monkeypatch):
+    fresh = query_corpus(str(corpus_dir), tmp_path / "fresh", progress=False, names=None, workers=1).mentions()
+    real = query_mod._commit
+    calls = {"n": 0}
+
+    def dying_commit(out, shard, mentions, info, partition):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed half way through the second file's parts
+            if mentions.height:
+                first = mentions.partition_by("occupation")[0]
+                query_mod.atomic_write_parquet(first, out / "mentions" / f"occupation=x/part-{shard}.parquet")
+            raise KeyboardInterrupt
+        return real(out, shard, mentions, info, partition)
+
+    monkeypatch.setattr(query_mod, "_commit", dying_commit)
+    with pytest.raises(KeyboardInterrupt):
+        query_corpus(str(corpus_dir), tmp_path / "r", progress=False, names=None, workers=1)
+    assert len(list((tmp_path / "r" / "_progress").glob("*.json"))) == 1
+    # the half-written file is not read as committed output
+    assert read_mentions(tmp_path / "r").height < fresh.height
+    monkeypatch.setattr(query_mod, "_commit", real)
+    done = []
+    real_process = query_mod.process_file
+    monkeypatch.setattr(query_mod, "process_file", lambda cf, *a, **k: done.append(cf.path) or real_process(cf, *a, **k))
+    resumed = query_corpus(str(corpus_dir), tmp_path / "r", progress=False, names=None, workers=1)
+    assert len(done) == 2  # the committed file is not redone
+    assert not list((tmp_path / "r" / "mentions").glob("occupation=x/*"))  # leftovers removed
+    key = ["source", "row", "occupation"]
+    assert resumed.mentions().sort(key).equals(fresh.sort(key))
+
+
+def test_other_settings_refused_then_overwritten(corpus_dir, tmp_path):
+    query_corpus(str(corpus_dir), tmp_path / "o", progress=False, names=None)
+    with pytest.raises(BiasampError, match="other settings"):
+        query_corpus(str(corpus_dir), tmp_path / "o", progress=False, names=None, lexicon="extended")
+    res = query_corpus(str(corpus_dir), tmp_path / "o", progress=False, names=None, lexicon="extended", overwrite=True)
+    assert json.loads((tmp_path / "o" / "query.manifest.json").read_text())["params"]["lexicon"] == "extended"
+    assert res.mentions().height == res.files["mention_rows"].sum()
+
+
+# -- bad input -----------------------------------------------------------------------------
+def test_missing_text_column_lists_columns(tmp_path):
+    pl.DataFrame({"URL": ["u"], "WIDTH": [1]}).write_parquet(tmp_path / "x.parquet")
+    with pytest.raises(BiasampError) as e:
+        query_corpus(str(tmp_path / "x.parquet"), tmp_path / "o", progress=False, names=None)
+    msg = str(e.value)
+    assert "x.parquet" in msg and "no text column" in msg and "columns found: URL, WIDTH" in msg
+
+
+def test_nulls_empty_and_very_long(tmp_path):
+    long = ("word " * 400_000) + "a nurse and her dog"
+    texts = [None, "", "   ", long, "nurse", None]
+    pl.DataFrame({"TEXT": texts, "URL": [f"u{i}" for i in range(6)]}).write_parquet(tmp_path / "n.parquet")
+    res = query_corpus(str(tmp_path / "n.parquet"), tmp_path / "o", progress=False, names=None)
+    f = res.files.row(0, named=True)
+    assert (f["rows"], f["null_text"], f["empty_text"]) == (6, 2, 1)
+    m = res.mentions().sort("row")
+    assert m["row"].to_list() == [3, 4] and m["indicator"].to_list() == ["female", "none"]
+    assert len(m["text"][0]) == len(long)  # kept whole
+
+
+def test_non_utf8_bytes(tmp_path):
+    bad = "A nurse caf\xe9 with her dog".encode("latin-1")
+    (tmp_path / "a.tsv").write_bytes(b"caption\turl\n" + bad + b"\thttps://x/1.jpg\n")
+    (tmp_path / "b.jsonl").write_bytes(b'{"caption": "' + bad + b'", "url": "https://x/2.jpg"}\n')
+    pl.DataFrame({"TEXT": pl.Series([bad, b"an engineer"], dtype=pl.Binary), "URL": ["u1", "u2"]}).write_parquet(tmp_path / "c.parquet")
+    res = query_corpus(str(tmp_path), tmp_path / "o", progress=False, names=None)
+    m = res.mentions().sort("source")
+    assert m.height == 4
+    assert m.filter(pl.col("occupation") == "nurse")["text"].to_list() == ["A nurse caf\ufffd with her dog"] * 3
+    assert m.filter(pl.col("occupation") == "nurse")["indicator"].to_list() == ["female"] * 3
+    assert res.files["non_utf8"].sum() >= 3
+
+
+def _corrupt(tmp_path):
+    good = tmp_path / "c" / "good.parquet"
+    good.parent.mkdir()
+    pl.DataFrame({"TEXT": ["a nurse"] * 100, "URL": ["u"] * 100}).write_parquet(good)
+    data = good.read_bytes()
+    (tmp_path / "c" / "truncated.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "c" / "garbage.parquet").write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+    return tmp_path / "c"
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    d = _corrupt(tmp_path)
+    with pytest.raises(BiasampError, match=r"cannot read corpus file .*garbage\.parquet") as e:
+        query_corpus(str(d), tmp_path / "o", progress=False, names=None, workers=1)
+    assert "--skip-bad-files" in str(e.value)
+
+
+def test_skip_bad_files_records_them(tmp_path):
+    d = _corrupt(tmp_path)
+    res = query_corpus(str(d), tmp_path / "o", progress=False, names=None, skip_bad_files=True)
+    status = dict(zip([s.rsplit("/", 1)[1] for s in res.files["source"]], res.files["status"]))
+    assert status == {"garbage.parquet": "skipped", "good.parquet": "ok", "truncated.parquet": "skipped"}
+    assert all("cannot read corpus file" in e for e in res.files.filter(pl.col("status") == "skipped")["error"])
+    assert res.mentions().height == 100
+    assert corpus_stats(tmp_path / "o").totals["files_skipped"] == 2
+
+
+def test_empty_corpus(tmp_path):
+    pl.DataFrame({"TEXT": pl.Series([], dtype=pl.Utf8), "URL": pl.Series([], dtype=pl.Utf8)}).write_parquet(tmp_path / "e.parquet")
+    res = query_corpus(str(tmp_path / "e.parquet"), tmp_path / "o", progress=False, names=None)
+    assert res.files["rows"].to_list() == [0] and res.stats.height == 0
+    assert tables.read_table(tmp_path / "o" / "mentions", "mentions").height == 0
+    assert read_mentions(tmp_path / "o").height == 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BiasampError, match="no corpus files"):
+        query_corpus(str(tmp_path / "empty"), tmp_path / "o2", progress=False)
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def _app():
+    """The `captions` commands on their own app (as cli.py registers them)."""
+    import typer
+
+    from biasamp.corpus.commands import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop", hidden=True)
+    def _noop() -> None:  # a second command keeps `captions` a sub-command
+        pass
+
+    return app
+
+
+def test_cli_query_and_stats(cli_runner, tmp_path):
+    app = _app()
+    r = cli_runner.invoke(app, ["captions", "synthetic", "5000", "--out", str(tmp_path / "c"), "--rows-per-file", "2500"])
+    assert r.exit_code == 0, r.output
+    occ = tmp_path / "occ.txt"
+    occ.write_text("nurse\nengineer\n", encoding="utf-8")
+    r = cli_runner.invoke(app, ["captions", "query", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
+                                "--occupations", str(occ), "--lexicon", "extended", "--no-names", "--keep", "similarity"])
+    assert r.exit_code == 0, r.output
+    assert "5,000 captions scanned" in r.output
+    m = read_mentions(tmp_path / "o")
+    assert set(m["occupation"]) == {"nurse", "engineer"} and "similarity" in m.columns and "indicator_names" not in m.columns
+    r = cli_runner.invoke(app, ["captions", "stats", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "nurse" in r.output
+    r = cli_runner.invoke(app, ["captions", "query", str(tmp_path / "nothing.parquet"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+    r = cli_runner.invoke(app, ["captions", "stats", str(tmp_path)])
+    assert r.exit_code == 2 and "not a query output folder" in r.output

@@ -1,0 +1,77 @@
+"""The report in a real browser (Debian's chromium, headless): tables and figures render,
+text from data stays text, and nothing is fetched from outside the file."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from biasamp.report import build_report
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("chromium is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed")
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"), args=ARGS)
+    except Exception as e:  # a broken browser install is an environment problem, not a report bug
+        pw.stop()
+        pytest.skip(f"chromium does not start: {e}")
+    yield b
+    b.close()
+    pw.stop()
+
+
+def test_report_renders_inert_and_offline(browser, built_report):
+    paths = built_report
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    dialogs, requests, errors = [], [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(paths.html.resolve().as_uri())
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(300)
+
+    # tables and figures are there, and every figure decoded
+    assert page.locator("table").count() >= 5
+    n_img = page.locator("figure img").count()
+    assert n_img == len(paths.figures)
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    # the <script> in an occupation name is shown as text, never run
+    assert dialogs == [] and errors == []
+    assert page.locator("script").count() == 0
+    body = page.inner_text("body")
+    assert "<script>alert(1)</script>" in body and "R&D engineer" in body
+    # nothing leaves the file
+    assert requests, "the page itself should be a request"
+    assert all(u.startswith(("file://", "data:")) for u in requests), requests
+    # readable on a laptop screen: the page itself does not scroll sideways (tables scroll in their box)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    assert page.evaluate("document.querySelector('main').getBoundingClientRect().width") <= 1100
+    # the section links resolve
+    for href in page.eval_on_selector_all("nav a", "els => els.map(e => e.getAttribute('href'))"):
+        assert page.locator(href).count() == 1
+    page.close()
+
+
+def test_simulated_notice_is_visible_at_the_top(browser, tmp_path, run_factory):
+    paths = build_report(run_factory(tmp_path / "sim", simulated=True), only=["conditions", "exclusions"])
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(paths.html.resolve().as_uri())
+    notice = page.locator(".notice")
+    assert notice.is_visible() and "simulated" in notice.inner_text().lower()
+    assert notice.bounding_box()["y"] < 300
+    page.close()
