@@ -3,7 +3,10 @@
 Same prompts, seeds, steps, image size and batch size. The baseline calls the diffusers
 pipeline directly, batch by batch, and keeps the arrays; biasamp's `generate_images`
 adds prompt planning, seeds, PNG encoding, shard folders, Parquet and the manifest.
-Runs alternate (baseline, biasamp, baseline, …) and the medians are compared.
+Runs alternate (baseline, biasamp, baseline, …). Both wall time and the process's CPU
+time (all threads, so biasamp's background PNG writer counts) are measured; the target is
+judged on the minimum CPU time per side, which a machine shared with other jobs disturbs
+far less than wall time (`--judge wall` to judge on the minimum wall time instead).
 
     python benchmarks/bench_generate_cpu.py                # target: overhead < 10 %
     python benchmarks/bench_generate_cpu.py --report-only
@@ -28,15 +31,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="biasamp's overhead over the bare pipeline call (CPU, tiny pipeline)")
-    ap.add_argument("--occupations", default="engineer,nurse,pilot,chef")
+    ap.add_argument("--occupations", default="engineer,nurse")
     ap.add_argument("--templates", default="face,photo")
     ap.add_argument("--images-per-prompt", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is steadiest on a shared machine)")
     ap.add_argument("--target", type=float, default=0.10, help="largest allowed overhead (fraction)")
+    ap.add_argument("--judge", choices=("cpu", "wall"), default="cpu", help="which time the target is judged on")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args(argv)
 
@@ -55,22 +59,22 @@ def main(argv=None) -> int:
         plan = [(t, derive_seed(42, t, i)) for t in prompts["text"].to_list() for i in range(a.images_per_prompt)]
         n = len(plan)
 
-        def bare() -> float:
-            t0 = time.perf_counter()
+        def bare() -> tuple[float, float]:
+            t0, c0 = time.perf_counter(), time.process_time()
             for k in range(0, n, a.batch_size):
                 chunk = plan[k : k + a.batch_size]
                 gens = [torch.Generator("cpu").manual_seed(s) for _, s in chunk]
                 with torch.inference_mode():
                     pipe(prompt=[p for p, _ in chunk], generator=gens, num_inference_steps=a.steps, guidance_scale=7.5,
                          height=a.size, width=a.size, output_type="np")
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, time.process_time() - c0
 
-        def ours(k: int) -> float:
+        def ours(k: int) -> tuple[float, float]:
             out = work / f"run{k}"
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             g = generate_images(out, backend=backend, prompts=prompts, images_per_prompt=a.images_per_prompt, batch_size=a.batch_size,
                                 steps=a.steps, height=a.size, width=a.size, show_progress=False)
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0, time.process_time() - c0
             assert len(g) == n
             shutil.rmtree(out)
             return dt
@@ -82,13 +86,16 @@ def main(argv=None) -> int:
             o.append(ours(k))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mb, mo = statistics.median(b), statistics.median(o)
-    overhead = mo / mb - 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{n} images {a.size}x{a.size}, {a.steps} steps, batch {a.batch_size}, {a.threads} thread(s), {a.repeats} repeats, load {load:.2f}")
-    print(f"bare pipeline: median {mb:.3f} s ({n / mb:.1f} images/s)  runs {[round(x, 3) for x in b]}")
-    print(f"biasamp:       median {mo:.3f} s ({n / mo:.1f} images/s)  runs {[round(x, 3) for x in o]}")
-    print(f"overhead: {overhead * 100:+.1f} %  (target < {a.target * 100:.0f} %)")
+    result = {}
+    for j, kind in enumerate(("wall", "cpu")):
+        bb, oo = [x[j] for x in b], [x[j] for x in o]
+        result[kind] = min(oo) / min(bb) - 1
+        print(f"{kind:>4} time  bare pipeline: min {min(bb):.3f} s median {statistics.median(bb):.3f} s ({n / min(bb):.1f} images/s)  runs {[round(x, 3) for x in bb]}")
+        print(f"{kind:>4} time  biasamp:       min {min(oo):.3f} s median {statistics.median(oo):.3f} s ({n / min(oo):.1f} images/s)  runs {[round(x, 3) for x in oo]}")
+    overhead = result[a.judge]
+    print(f"overhead (min vs min): cpu {result['cpu'] * 100:+.1f} %, wall {result['wall'] * 100:+.1f} %; judged on {a.judge}: {overhead * 100:+.1f} %  (target < {a.target * 100:.0f} %)")
     if overhead >= a.target and not a.report_only:
         print("target missed", file=sys.stderr)
         return 1

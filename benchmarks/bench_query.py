@@ -53,9 +53,10 @@ def corpus(cache: Path, n: int, seed: int) -> Path:
     return d
 
 
-def run_query_child(corpus_dir: Path, out: Path, workers: int | None) -> dict:
+def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition: str) -> dict:
     """Run the query in a fresh process; it reports wall, CPU time and peak RSS."""
-    cmd = [sys.executable, __file__, "--_child", str(corpus_dir), str(out)] + (["--workers", str(workers)] if workers else [])
+    cmd = [sys.executable, __file__, "--_child", str(corpus_dir), str(out), "--partition", partition]
+    cmd += ["--workers", str(workers)] if workers else []
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stdout + r.stderr)
@@ -63,11 +64,11 @@ def run_query_child(corpus_dir: Path, out: Path, workers: int | None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def child(corpus_dir: str, out: str, workers: int | None) -> None:
+def child(corpus_dir: str, out: str, workers: int | None, partition: str) -> None:
     from biasamp.corpus.query import query_corpus
 
     t0, c0 = time.perf_counter(), time.process_time()
-    res = query_corpus(corpus_dir, out, overwrite=True, progress=False, workers=workers)
+    res = query_corpus(corpus_dir, out, overwrite=True, progress=False, workers=workers, partition=partition)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({
@@ -84,11 +85,12 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=200_000, help="captions the straightforward method is timed on")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "biasamp-bench")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--partition", default="occupation", choices=["occupation", "shard"], help="mentions layout")
     ap.add_argument("--report-only", action="store_true", help="report figures, never fail")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
-        child(a._child[0], a._child[1], a.workers)
+        child(a._child[0], a._child[1], a.workers, a.partition)
         return 0
 
     import polars as pl
@@ -101,8 +103,8 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs; {load()}")
     c10 = corpus(a.cache, a.captions, seed=0)
     out10 = a.cache / "query-out"
-    print(f"\n[1] engine on {a.captions:,} captions ({load()})", flush=True)
-    r = run_query_child(c10, out10, a.workers)
+    print(f"\n[1] engine on {a.captions:,} captions, partition={a.partition} ({load()})", flush=True)
+    r = run_query_child(c10, out10, a.workers, a.partition)
     rate = r["captions"] / r["wall"]
     cpu_rate = r["captions"] / r["cpu"]
     print(f"  wall {r['wall']:.2f} s -> {rate / 1e6:.2f} M captions/s; CPU {r['cpu']:.2f} s -> "
@@ -137,7 +139,7 @@ def main() -> int:
     if not a.quick:
         c50 = corpus(a.cache, a.big, seed=1)
         print(f"\n[3] peak memory on {a.big:,} captions ({load()})", flush=True)
-        r50 = run_query_child(c50, a.cache / "query-out-big", a.workers)
+        r50 = run_query_child(c50, a.cache / "query-out-big", a.workers, a.partition)
         gb = r50["peak_rss"] / 1e9
         print(f"  peak RSS {gb:.2f} GB; wall {r50['wall']:.1f} s -> {r50['captions'] / r50['wall'] / 1e6:.2f} M captions/s; "
               f"CPU {r50['cpu']:.1f} s -> {r50['captions'] / r50['cpu'] / 1e6:.2f} M per CPU-second")

@@ -45,6 +45,10 @@ def test_registries_list_backends():
         make_face_detector("opencv")
     with pytest.raises(BiasampError, match="unknown gender classifier"):
         make_classifier("fairface")
+    with pytest.raises(BiasampError, match="no option.*male_text"):
+        make_classifier("clip", male_text=["a man"])
+    with pytest.raises(BiasampError, match="no option.*min_size"):
+        make_face_detector("dlib", min_size=3)
 
 
 def test_dlib_finds_one_face_in_each_photo(astronaut, grace_hopper_path):

@@ -51,12 +51,12 @@ def test_folder_every_image_gets_a_row(photo_dir, tmp_path):
 @pytest.mark.slow
 def test_resume_skips_committed_shards(photo_dir, tmp_path):
     out = tmp_path / "out"
-    first = classify_images([photo_dir], out, shard_size=2, show_progress=False)
+    first = classify_images([photo_dir], out, shard_size=2, face_detector="none", show_progress=False)
     parts = sorted((out / "labels").glob("part-*.parquet"))
     assert len(parts) == 2
     stamp = parts[0].stat().st_mtime_ns
     parts[1].unlink()  # as if killed before the second shard committed
-    again = classify_images([photo_dir], out, shard_size=2, show_progress=False)
+    again = classify_images([photo_dir], out, shard_size=2, face_detector="none", show_progress=False)
     assert parts[0].stat().st_mtime_ns == stamp
     assert json.loads((out / "classify.manifest.json").read_text())["shards_run"] == 1
     assert sorted(again["item_id"]) == sorted(first["item_id"]) and again["item_id"].n_unique() == len(again)
@@ -104,6 +104,19 @@ def test_img2dataset_folder(tmp_path, astronaut):
     assert "exif" not in df.columns
 
 
+def test_downloads_table_of_the_fetch_stage(tmp_path, astronaut):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(astronaut).save(tmp_path / "img" / "1.png")
+    pl.DataFrame({"caption_id": [1, 2], "item_id": ["1", "2"], "url": ["http://a", "http://b"],
+                  "status": ["ok", "http_error"], "error_message": [None, "HTTP 404"],
+                  "image": ["img/1.png", None], "source": ["download", "download"]}).write_parquet(tmp_path / "downloads.parquet")
+    df = classify_images([tmp_path / "downloads.parquet"], tmp_path / "out", source="train", face_detector="none",
+                         show_progress=False)
+    rows = {r["item_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["1"]["face_status"] == "ok" and rows["1"]["source"] == "train" and rows["1"]["caption_id"] == 1
+    assert rows["2"]["label"] == "error" and rows["2"]["reason"] == "not downloaded: http_error: HTTP 404"
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(BiasampError, match="input not found"):
         classify_images([tmp_path / "nope"], tmp_path / "o", show_progress=False)
@@ -147,8 +160,8 @@ def test_labeler_over_decoded_arrays(astronaut):
 
 
 def test_labeler_over_a_frame_and_serial_equals_parallel(photo_dir):
-    frame = pl.DataFrame({"item_id": [p.name for p in sorted(photo_dir.iterdir())],
-                          "image": [p.read_bytes() for p in sorted(photo_dir.iterdir())]})
+    files = [photo_dir / "grace_hopper.jpg", photo_dir / "truncated.jpg"]
+    frame = pl.DataFrame({"item_id": [p.name for p in files], "image": [p.read_bytes() for p in files]})
     a, b = Labeler(workers=0), Labeler(workers=2)
     try:
         x, y = a(frame), b(frame)
@@ -156,6 +169,14 @@ def test_labeler_over_a_frame_and_serial_equals_parallel(photo_dir):
         a.close()
         b.close()
     assert x.select("item_id", "label", "p_female").equals(y.select("item_id", "label", "p_female"))
+    lab = Labeler(workers=1)
+    try:
+        arrow = lab(frame.to_arrow())
+        as_dict = lab({"item_id": frame["item_id"].to_numpy(), "image": frame["image"].to_list()})
+    finally:
+        lab.close()
+    assert pl.from_arrow(arrow).select("item_id", "label").equals(x.select("item_id", "label"))
+    assert list(as_dict["label"]) == x["label"].to_list()
 
 
 @pytest.mark.slow
@@ -176,18 +197,22 @@ def test_clip_with_embeddings_nsfw_and_similarity(tmp_path, tiny_clip, astronaut
     tab.filter(~pl.col("item_id").str.starts_with("a")).write_parquet(tmp_path / "gen.parquet")
     opts = {"model": str(tiny_clip)}
     tr = classify_images([tmp_path / "train.parquet"], tmp_path / "tr", classifier="clip", source="train",
-                         embeddings=True, classifier_options=opts, device="cpu", show_progress=False)
+                         face_detector="none", embeddings=True, classifier_options=opts, device="cpu",
+                         show_progress=False)
     sc = safety_checker_factory(tmp_path / "sc", flag_everything=True)
     ge = classify_images([tmp_path / "gen.parquet"], tmp_path / "ge", classifier="clip", embeddings=True,
-                         nsfw=True, nsfw_model=str(sc), classifier_options=opts, device="cpu", show_progress=False)
-    assert set(ge.filter(pl.col("face_status") == "ok")["item_id"]) == set()
-    assert dict(zip(ge["item_id"], ge["label"])) == {"g1": "nsfw", "g2": "nsfw", "b": "no_face"}
+                         face_detector="none", nsfw=True, nsfw_model=str(sc), classifier_options=opts, device="cpu",
+                         show_progress=False)
+    assert dict(zip(ge["item_id"], ge["label"])) == {"g1": "nsfw", "g2": "nsfw", "b": "nsfw"}
+    assert ge["p_female"].null_count() == 3 and (ge["face_status"] == "nsfw").all()
     assert tr["p_female"].is_not_null().all() and (tr["backend"] == "clip").all()
     e_tr = load_embeddings(tr, tmp_path / "tr")
     e_ge = load_embeddings(ge, tmp_path / "ge")
     assert e_tr.shape == (2, 16) and np.isfinite(e_ge).all()  # embeddings for every decoded image
     np.testing.assert_allclose(np.linalg.norm(e_tr, axis=1), 1, atol=1e-5)
-    sim = image_similarity([tmp_path / "tr", tmp_path / "ge"], n_boot=200)
+    idx = pl.read_parquet(tmp_path / "tr" / "embeddings" / "*.parquet")
+    assert idx["item_id"].to_list() == tr["item_id"].to_list() and idx["embedding_row"].to_list() == [0, 1]
+    sim = image_similarity([tmp_path / "tr" / "embeddings", tmp_path / "ge"], n_boot=200)
     assert sim.height == 1 and sim["n_train"][0] == 2 and sim["n_gen"][0] == 3
     assert sim["similarity"][0] == pytest.approx(float((e_tr @ e_ge.T).mean()), abs=1e-6)
     assert sim["ci_low"][0] <= sim["similarity"][0] <= sim["ci_high"][0]
@@ -206,9 +231,9 @@ def test_human_classifier_and_cli(tmp_path, photo_dir, cli_runner):
     got = dict(zip(df["item_id"], df["label"]))
     assert got == {"astronaut.png": "female", "grace_hopper.jpg": "female", "blank.png": "no_face",
                    "truncated.jpg": "excluded"}
-    r = cli_runner.invoke(app, ["classify", str(photo_dir), "--out", str(tmp_path / "d")])
+    r = cli_runner.invoke(app, ["classify", str(photo_dir), "--out", str(tmp_path / "d"), "--face-detector", "none"])
     assert r.exit_code == 0, r.output
-    assert "ambiguous" in r.output
+    assert "labels" in r.output and "error" in r.output  # the summary table
     r = cli_runner.invoke(app, ["classify", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "input not found" in r.output and "Traceback" not in r.output
 

@@ -104,8 +104,12 @@ def test_validation_surfaces_the_grace_hopper_failure(photo_dir, tmp_path, cli_r
     from biasamp.cli import app
     from biasamp.classify import classify_images
 
-    classify_images([photo_dir], tmp_path / "dlib", show_progress=False)
-    classify_images([photo_dir], tmp_path / "none", face_detector="none", show_progress=False)
+    subset = tmp_path / "photos"
+    subset.mkdir()
+    for name in ("astronaut.png", "grace_hopper.jpg"):
+        (subset / name).write_bytes((photo_dir / name).read_bytes())
+    classify_images([subset], tmp_path / "dlib", show_progress=False)
+    classify_images([subset], tmp_path / "none", face_detector="none", show_progress=False)
     ann = tmp_path / "ann.jsonl"
     ann.write_text("\n".join(json.dumps({"item_id": i, "label": "female", "annotator": a})
                              for i in ("astronaut.png", "grace_hopper.jpg") for a in ("x", "y")) + "\n")

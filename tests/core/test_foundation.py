@@ -98,3 +98,14 @@ def test_cli_prints_biasamp_error_without_traceback(cli_runner, tmp_path):
     assert "column 'label' is missing" in r.output and "hint: add it" in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert real_app is not None
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    p = atomic_write_text("x", tmp_path / "f.txt")
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~_current_umask())
+
+
+def _current_umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m

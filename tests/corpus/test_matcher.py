@@ -188,6 +188,7 @@ WORDS = ["nurse", "nurses", "engineer", "police", "officer", "officers", "film",
 SEPS = [" ", "  ", "-", ", ", "_", "'", "’", "\t", "!", "/"]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPS), st.booleans()), min_size=0, max_size=10))
 def test_engine_equals_reference(named, parts):

@@ -160,6 +160,8 @@ def test_seeded_and_independent_of_chunking(monkeypatch):
     assert a.amplification.equals(c.amplification)
     for key, v in a.summary["conditions"]["k"].items():  # means: equal up to summation order
         assert c.summary["conditions"]["k"][key] == pytest.approx(v, rel=1e-12, abs=1e-12)
+    shuffled = measure(df.sample(fraction=1.0, shuffle=True, seed=3), n_boot=300, seed=7)
+    assert a.amplification.equals(shuffled.amplification)  # row order does not matter
     d = measure(df, n_boot=300, seed=8)
     assert not a.amplification["amp_lo"].equals(d.amplification["amp_lo"])
 
@@ -209,3 +211,17 @@ def test_binomial_coverage_of_per_occupation_intervals():
     order = np.argsort([f"o{i}" for i in range(n_occ)])
     covered = (a["amp_lo"].to_numpy() <= truth[order]) & (truth[order] <= a["amp_hi"].to_numpy())
     assert 0.91 <= covered.mean() <= 0.99
+
+
+@given(st.integers(1, 40), st.integers(1, 300), st.floats(0.5, 0.99), st.integers(0, 2**31))
+@settings(max_examples=30, deadline=None)
+def test_integer_percentile_interval_equals_numpy(B, R, ci, seed):
+    from biasamp.measure.bootstrap import integer_percentile_interval
+
+    rng = np.random.default_rng(seed)
+    n = rng.integers(0, 50, B)
+    F = rng.integers(0, n[:, None] + 1, (B, R))
+    lo, hi = integer_percentile_interval(F, n, ci)
+    rlo, rhi = percentile_interval(F.astype(float), ci, axis=1)
+    np.testing.assert_allclose(lo, rlo, atol=1e-9)
+    np.testing.assert_allclose(hi, rhi, atol=1e-9)

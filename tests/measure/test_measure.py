@@ -238,3 +238,30 @@ def test_measure_imports_no_deep_learning_library():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_by_group_off_and_caption_groups_not_summarised():
+    r = measure(_observations(), n_boot=50, by_group=False)
+    assert r.by_group.is_empty() and r.by_group.schema["amp"] == pl.Float64 and r.summary["by_group"] == {}
+    # generated side grouped by caption-as-prompt (2 images each, unique to an occupation)
+    rows = []
+    for o in range(3):
+        rows += [("train", "captions", f"occ{o}", f"cap{o}-{i}", "female" if i % 3 else "male") for i in range(30)]
+        rows += [("gen", "captions", f"occ{o}", f"cap{o}-{i}", "female" if i % 2 else "male") for i in range(20) for _ in range(2)]
+    obs = pl.DataFrame(rows, schema=["source", "condition", "occupation", "group", "label"], orient="row")
+    r = measure(obs, n_boot=50)
+    assert len(r.by_group) == 60 and r.summary["by_group"] == {}
+
+
+def test_cli_train_gen_tables_without_source(cli_runner, tmp_path):
+    from biasamp.cli import app
+
+    obs = _observations()
+    obs.filter(pl.col("source") == "train").drop("source").write_parquet(tmp_path / "train.parquet")
+    obs.filter(pl.col("source") == "gen").drop("source").write_csv(tmp_path / "gen.csv")
+    r = cli_runner.invoke(app, ["measure", "--train", str(tmp_path / "train.parquet"), "--gen", str(tmp_path / "gen.csv"),
+                                "--n-boot", "100", "--seed", "4", "-q", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = pl.read_parquet(tmp_path / "o" / "amplification.parquet")
+    want = measure(obs, n_boot=100, seed=4).amplification
+    assert got.select("occupation", "amp", "amp_lo", "q_value").equals(want.select("occupation", "amp", "amp_lo", "q_value"))

@@ -9,7 +9,7 @@ import pytest
 
 from biasamp.errors import BiasampError
 from biasamp.select.cache import CachedEmbedder, EmbeddingCache, text_key
-from biasamp.select.embedders import EMBEDDERS, PrecomputedEmbedder, embed_batch, embed_to_shards, make_embedder, save_precomputed
+from biasamp.select.embedders import EMBEDDERS, EmbedBatch, PrecomputedEmbedder, embed_batch, embed_to_shards, make_embedder, save_precomputed
 
 TEXTS = ["A photo of the face of an engineer", "nurse in scrubs at the hospital ward", "wedding singer hire london"]
 
@@ -100,6 +100,10 @@ def test_embed_batch_is_a_pure_function_over_frames(minilm):
     assert isinstance(arrow, pa.Table) and arrow.num_rows == 3
     pdf = embed_batch(df.to_pandas(), minilm)
     assert list(pdf.columns) == ["caption_id", "text", "vector"]
+    mapper = EmbedBatch(minilm)  # what a Ray map_batches actor pool would construct once
+    assert mapper(df)["vector"].shape == (3,)
+    with pytest.raises(BiasampError, match="no column 'caption'"):
+        embed_batch(df, minilm, text_column="caption")
 
 
 def test_cache_second_run_calls_model_zero_times(tmp_path, minilm, counting):

@@ -187,3 +187,9 @@ def test_explicit_training_shares():
         simulate_study(occupations=["a", "b"], train_shares=[0.3], n_train=5, n_gen=5)
     with pytest.raises(BiasampError, match="no share for"):
         simulate_study(occupations=["a", "b"], train_shares={"a": 0.3}, n_train=5, n_gen=5)
+
+
+def test_no_exclusions_and_no_abstention():
+    s = simulate_study(n_occupations=2, n_train=200, n_gen=200, train_exclusions={}, gen_exclusions={}, abstention_rate=0.0)
+    assert set(s.observations["label"].unique()) == {"female", "male"}
+    assert s.observations["p_female"].null_count() == 0

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
             copts: dict = {}
             if model:
-                copts["model" if classifier != "dlib-onnx" else "model_dir"] = model
+                copts["model"] = model
             if classifier == "clip":
                 copts["region"] = region
                 if male_text:
@@ -109,7 +109,12 @@ def register(app: typer.Typer) -> None:
             res = validate_labels(labelled, annotations=list(annotations) if annotations else None,
                                   reference_column=reference_column, out=out)
             if not quiet:
+                import polars as pl
+
                 print_table(res["metrics"], title=f"validation → {out}")
+                for name, b in res["summary"]["backends"].items():
+                    conf = pl.DataFrame([{"reference": r, **row} for r, row in b["confusion"].items()])
+                    print_table(conf, title=f"{name}: reference × predicted label")
 
     @app.command("similarity")
     def similarity_cmd(

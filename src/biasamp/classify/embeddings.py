@@ -16,13 +16,18 @@ from biasamp.errors import BiasampError
 
 
 def _base_and_labels(path: str | Path) -> tuple[Path, pl.DataFrame]:
+    """(classify output folder, its labels) from the folder, its labels/ or embeddings/
+    folder, or a labels file inside it."""
     from .pipeline import read_labels
 
     p = Path(path)
     if not p.exists():
-        raise BiasampError(f"not found: {p}")
-    base = p if p.is_dir() and (p / "labels").is_dir() else (p.parent if p.is_dir() and p.name == "labels" else
-                                                                 p.parent.parent if p.parent.name == "labels" else p.parent)
+        raise BiasampError(f"not found: {p}", hint="pass a classify output folder written with --embeddings")
+    if p.is_dir() and p.name in ("labels", "embeddings") and (p.parent / "labels").is_dir():
+        p = p.parent
+    if p.is_dir():
+        return p, read_labels(p)
+    base = p.parent.parent if p.parent.name == "labels" else p.parent
     return base, read_labels(p)
 
 

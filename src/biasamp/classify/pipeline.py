@@ -193,7 +193,7 @@ class Labeler:
     def _human_rows(self, fronts: list[_Front], source: str | None) -> pl.DataFrame:
         votes = self.classifier.votes
         ids = [f.item.item_id for f in fronts]
-        v = pl.DataFrame({"item_id": ids}).join(votes, on="item_id", how="left")
+        v = pl.DataFrame({"item_id": ids}).join(votes, on="item_id", how="left", maintain_order="left")
         rows = []
         for f, r in zip(fronts, v.iter_rows(named=True)):
             if r["label"] is None:
@@ -237,14 +237,35 @@ class Labeler:
         """Label already decoded RGB uint8 arrays (the heavy part alone, e.g. in a Ray actor)."""
         return self.label_items([Item(str(i), array=a) for i, a in zip(item_ids, images)], source)
 
-    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
-        """Label a frame with `item_id` and `image` (bytes) or `path` columns (for map_batches)."""
+    def __call__(self, batch):
+        """Label a batch with `item_id` and `image` (bytes) or `path` columns (other columns are
+        passed through). Accepts a Polars frame, an Arrow table, a pandas frame or a dict of
+        columns — what Ray Data's `map_batches` hands an actor — and returns the same kind."""
+        kind = "polars"
+        if not isinstance(batch, pl.DataFrame):
+            import pyarrow as pa
+
+            if isinstance(batch, pa.Table):
+                kind, batch = "arrow", pl.from_arrow(batch)
+            elif isinstance(batch, dict):
+                kind, batch = "dict", pl.DataFrame({k: list(v) for k, v in batch.items()})
+            else:
+                kind, batch = "pandas", pl.from_pandas(batch)
+        if "item_id" not in batch.columns or not ({"image", "path"} & set(batch.columns)):
+            raise BiasampError(f"a batch to label needs item_id and image or path columns; found {batch.columns}")
         items = []
         meta_cols = [c for c in batch.columns if c not in ("item_id", "image", "path")]
         for r in batch.iter_rows(named=True):
             items.append(Item(str(r["item_id"]), data=r.get("image"), path=r.get("path"),
                               meta={c: r[c] for c in meta_cols}))
-        return self.label_items(items)[0]
+        out = self.label_items(items)[0]
+        if kind == "arrow":
+            return out.to_arrow()
+        if kind == "dict":
+            return {c: out[c].to_numpy() for c in out.columns}
+        if kind == "pandas":
+            return out.to_pandas()
+        return out
 
     def close(self) -> None:
         if self._pool is not None:
@@ -308,7 +329,7 @@ def classify_images(
     clip, {"probe": file} for linear-probe, {"annotations": file} for human.
     detector_options: e.g. {"min_side": 512, "max_side": 1024, "threshold": 0.0} for dlib.
     """
-    from biasamp.store import ShardedOutput, atomic_write_bytes, write_manifest
+    from biasamp.store import ShardedOutput, atomic_write_bytes, atomic_write_parquet, write_manifest
     from biasamp.tables import SOURCES
     from biasamp.ui import progress
 
@@ -351,6 +372,10 @@ def classify_images(
                         np.save(buf, arr)
                         rel = f"embeddings/{shard.shard_id}.npy"
                         atomic_write_bytes(buf.getvalue(), out / rel)
+                        atomic_write_parquet(pl.DataFrame({
+                            "item_id": df["item_id"], "embedding_row": pl.int_range(0, len(df), dtype=pl.Int64, eager=True),
+                        }).with_columns(pl.lit(labeler.embedder.model_name).alias("embedding_model")),
+                            out / f"embeddings/{shard.shard_id}.parquet")
                         df = df.with_columns(
                             pl.lit(rel).alias("embedding_file"),
                             pl.lit(labeler.embedder.model_name).alias("embedding_model"),
@@ -361,6 +386,13 @@ def classify_images(
                     store.commit(shard.shard_id, df)
         finally:
             labeler.close()
+    result = read_labels(out)
+    n_dup = int(result["item_id"].is_duplicated().sum()) if len(result) else 0
+    if n_dup:
+        from biasamp.ui import err_console
+
+        err_console.print(f"[yellow]warning:[/] {n_dup} rows of {out / 'labels'} share an item_id with another row "
+                          "(the same image id in two inputs?); measure joins on item_id")
     write_manifest(out, "classify", {
         "inputs": [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)],
         "classifier": classifier, "face_detector": face_detector, "min_face": min_face, "low": low, "high": high,
@@ -369,8 +401,8 @@ def classify_images(
         "classifier_options": {k: str(v) for k, v in (classifier_options or {}).items()},
         "detector_options": detector_options or {},
     }, extra={"shards": len(shards), "shards_run": len(todo), "images_run": n_done,
-              "seconds": round(time.perf_counter() - t0, 3), **notes})
-    return read_labels(out)
+              "seconds": round(time.perf_counter() - t0, 3), "duplicate_item_id_rows": n_dup, **notes})
+    return result
 
 
 def read_labels(out: str | Path) -> pl.DataFrame:

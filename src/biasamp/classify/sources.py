@@ -73,45 +73,49 @@ def _wds_key(name: str) -> tuple[str, str]:
 
 
 def tar_items(path: Path, *, id_field: str | None = "caption_id", meta: dict | None = None) -> Iterator[Item]:
-    """Items of a webdataset tar: one per key with an image member (`.json` fields kept)."""
+    """Items of a webdataset tar: one per key with an image member (`.json` fields kept).
+
+    Streams: members of one key are consecutive in a webdataset shard, so an item is
+    yielded as soon as the next key starts and only one image is held in memory.
+    """
     import json
+
+    def emit(key: str, g: dict) -> Item | None:
+        if "image" not in g:
+            return None  # a key without an image member (e.g. a lone .txt) is not an image
+        js = g.get("json") if isinstance(g.get("json"), dict) else {}
+        item_id = js.get(id_field) if id_field else None
+        m = {k: js[k] for k in PASSTHROUGH if k in js and not isinstance(js[k], (dict, list))}
+        m.update(meta or {})
+        return Item(str(item_id) if item_id is not None else key, data=g["image"], meta=m)
 
     try:
         tf = tarfile.open(path)
     except (OSError, tarfile.TarError) as e:
         raise BiasampError(f"cannot open tar shard {path}: {e}", hint="check the file is a complete tar") from None
-    groups: dict[str, dict] = {}
-    order: list[str] = []
+    cur_key, cur = None, {}
     try:
         for m in tf:
             if not m.isfile():
                 continue
             key, ext = _wds_key(m.name)
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = {}
-                order.append(key)
-            if _is_image_name(m.name) and "image" not in g:
-                g["image"] = tf.extractfile(m).read()
-                g["member"] = m.name
+            if key != cur_key:
+                if cur_key is not None and (it := emit(cur_key, cur)) is not None:
+                    yield it
+                cur_key, cur = key, {}
+            if _is_image_name(m.name) and "image" not in cur:
+                cur["image"] = tf.extractfile(m).read()
             elif ext == "json":
                 try:
-                    g["json"] = json.loads(tf.extractfile(m).read())
+                    cur["json"] = json.loads(tf.extractfile(m).read())
                 except ValueError:
                     pass
+        if cur_key is not None and (it := emit(cur_key, cur)) is not None:
+            yield it
     except (OSError, tarfile.TarError, EOFError) as e:
         raise BiasampError(f"tar shard {path} is damaged: {e}", hint="re-download or remove this shard") from None
     finally:
         tf.close()
-    for key in order:
-        g = groups[key]
-        if "image" not in g:
-            continue  # a key without an image member (e.g. a lone .txt) is not an image
-        js = g.get("json") if isinstance(g.get("json"), dict) else {}
-        item_id = js.get(id_field) if id_field else None
-        m = {k: js[k] for k in PASSTHROUGH if k in js and not isinstance(js[k], (dict, list))}
-        m.update(meta or {})
-        yield Item(str(item_id) if item_id is not None else key, data=g["image"], meta=m)
 
 
 def _count_tar_images(path: Path) -> int:
@@ -153,13 +157,18 @@ def table_items(df: pl.DataFrame, base: Path, rows: tuple[int, int], *, image_co
                 passthrough: tuple[str, ...] = PASSTHROUGH, where: str = "") -> Iterator[Item]:
     cache = _TarCache()
     keep = [c for c in passthrough if c in df.columns]
+    status_cols = [c for c in ("status", "error_message") if c in df.columns and c not in keep]
     sub = df.slice(rows[0], rows[1] - rows[0])
-    for r in sub.select("item_id", image_col, *keep).iter_rows(named=True):
+    for r in sub.select("item_id", image_col, *keep, *status_cols).iter_rows(named=True):
         meta = {k: r[k] for k in keep}
         ref = r[image_col]
         iid = str(r["item_id"])
         if ref is None or str(ref) == "":
-            yield Item(iid, meta=meta, error=f"no image path in column {image_col!r}{where}")
+            if r.get("status") not in (None, "ok", "success"):  # a downloads table: say why
+                msg = r.get("error_message")
+                yield Item(iid, meta=meta, error=f"not downloaded: {r['status']}" + (f": {msg}" if msg else ""))
+            else:
+                yield Item(iid, meta=meta, error=f"no image path in column {image_col!r}{where}")
             continue
         ref = str(ref)
         if "::" in ref:

@@ -119,7 +119,6 @@ def attrition_table(
         n = part["selected"].to_numpy().astype(np.int64)
         k = part[stage].to_numpy().astype(np.int64)
         lost = n - k
-        N, K = n.sum(), k.sum()
         chi2 = dof = chi_p = math.nan
         table = np.stack([k, lost], axis=1)
         table = table[table.sum(axis=1) > 0]

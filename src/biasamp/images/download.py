@@ -110,6 +110,26 @@ def _i2d_config(urls: Path, folder: Path, o: dict) -> dict:
     return cfg
 
 
+def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
+    """Stop img2dataset and the workers it started: SIGINT (its own clean-up), then SIGKILL."""
+    import signal
+
+    if os.name != "posix":
+        proc.terminate()
+        proc.wait()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # workers left behind, if any
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def _run_img2dataset(meta: dict, out: Path, advance, log: Path) -> None:
     batch = meta["batch"]
     folder = out / IMAGES / batch
@@ -124,7 +144,10 @@ def _run_img2dataset(meta: dict, out: Path, advance, log: Path) -> None:
     seen = set(before)
     cmd = [sys.executable, "-m", "biasamp.images._img2dataset_entry", str(cfg_path)]
     with open(log, "ab") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(out))
+        # its own process group, so an interrupt can stop img2dataset's workers with it
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(out), start_new_session=os.name == "posix"
+        )
         try:
             while True:
                 rc = proc.poll()
@@ -136,11 +159,7 @@ def _run_img2dataset(meta: dict, out: Path, advance, log: Path) -> None:
                     break
                 time.sleep(0.1)
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc)
             raise
     n_shards = math.ceil(meta["n"] / meta["samples_per_shard"])
     missing = [s for s in (_shard_name(i) for i in range(n_shards)) if s not in _done_shards(folder)]
@@ -256,6 +275,13 @@ def fetch_download(
         )
     if timeout <= 0:
         raise BiasampError(f"timeout must be positive, got {timeout}")
+    import importlib.util
+
+    if importlib.util.find_spec("img2dataset") is None:
+        raise BiasampError(
+            "the download source needs img2dataset, which is not installed",
+            hint="pip install 'biasamp[fetch]' (or use --source local / --source embeddings)",
+        )
     out = Path(out)
     (out / STATE).mkdir(parents=True, exist_ok=True)
     caps = unique_captions(selection)
@@ -289,7 +315,8 @@ def fetch_download(
     def _latest(tables: list[pl.DataFrame]) -> pl.DataFrame:
         if not tables:
             return schema.empty_downloads()
-        return pl.concat(tables, how="diagonal_relaxed").unique("caption_id", keep="last", maintain_order=True)
+        both = pl.concat(tables, how="diagonal_relaxed").sort("batch", maintain_order=True, nulls_last=False)
+        return both.unique("caption_id", keep="last", maintain_order=True)  # the latest batch wins
 
     def _checked(m: dict) -> pl.DataFrame:
         return pl.read_parquet(out / STATE / f"{m['batch']}.checked.parquet")
@@ -314,6 +341,7 @@ def fetch_download(
             "encode_format": encode_format,
             "deadline": deadline,
             "max_bytes": max_bytes,
+            "min_image_size": min_image_size,
             "complete": False,
             "img2dataset": _i2d_config(urls, out / IMAGES / name, opts),
         }
@@ -332,7 +360,7 @@ def fetch_download(
                 stats["attempted"] += m["n"] - already
                 stats["resumed_batches" if m in metas else "new_batches"] += 1
                 _run_img2dataset(m, out, advance, out / STATE / f"{m['batch']}.log")
-                checked = _check_batch(m, out, min_image_size=min_image_size, threads=check_threads)
+                checked = _check_batch(m, out, min_image_size=m.get("min_image_size", min_image_size), threads=check_threads)
                 atomic_write_parquet(checked, out / STATE / f"{m['batch']}.checked.parquet")
                 m["complete"] = True
                 atomic_write_json(m, out / STATE / f"{m['batch']}.json")

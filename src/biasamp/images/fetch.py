@@ -58,6 +58,12 @@ def fetch_training_images(
         selection = read_table(selection, "selection")
     else:
         selection = validate(selection, "selection")
+    if selection["caption_id"].null_count():
+        rows = selection.with_row_index("_row").filter(pl.col("caption_id").is_null())["_row"].head(3).to_list()
+        raise BiasampError(
+            f"selection: caption_id is empty at rows {rows}",
+            hint="every selected caption needs its caption_id (see docs/tables.md)",
+        )
     factory = SOURCES.get(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,4 @@ def status_from_img2dataset(status: str | None, message: str | None) -> str:
         return "too_small"
     if "decod" in m or "cannot identify image" in m or "truncated" in m:
         return "not_an_image"
-    if status == "failed_to_resize":
-        return "not_an_image"
     return "error"

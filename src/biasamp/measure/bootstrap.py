@@ -184,7 +184,7 @@ class MixtureTables:
 class SideSampler:
     """Draws (F*, N*) per unit for many replicates, and per-group female counts."""
 
-    def __init__(self, spec: SideSpec, *, by_group: bool = False):
+    def __init__(self, spec: SideSpec, *, by_group: bool = False, by_group_mask: np.ndarray | None = None):
         self.tables = MixtureTables(spec)
         ppu = self.tables.positions_per_unit
         self.n_positions = int(ppu.sum())
@@ -200,6 +200,8 @@ class SideSampler:
         if by_group:
             # groups of units whose groups are not singletons; draw = mixture at (j + u) / G
             ok = ~self.tables.singleton[self.tables.group_unit]
+            if by_group_mask is not None:  # only these groups are broken out
+                ok &= np.asarray(by_group_mask, dtype=bool)
             self.bg_index = np.flatnonzero(ok)  # which input groups get a by-group draw
             self.bg_cell = self.tables.group_unit[ok]
             self.bg_local = self.tables.group_local[ok].astype(float)
@@ -237,6 +239,32 @@ def percentile_interval(x: np.ndarray, ci: float, axis: int = -1) -> tuple[np.nd
     a = (1.0 - ci) / 2.0
     q = np.quantile(x, [a, 1.0 - a], axis=axis)
     return q[0], q[1]
+
+
+def integer_percentile_interval(F: np.ndarray, n: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """`percentile_interval` along axis 1 for integer rows, row b in [0, n[b]], by counting
+    (a histogram per row) instead of selection; equal to numpy's linear-interpolation
+    quantiles."""
+    F = np.asarray(F)
+    B, R = F.shape
+    size = np.asarray(n, dtype=np.int64) + 1
+    offset = np.zeros(B, dtype=np.int64)
+    offset[1:] = np.cumsum(size)[:-1]
+    hist = np.bincount((F.astype(np.int64) + offset[:, None]).ravel(), minlength=int(size.sum()))
+    cum = np.cumsum(hist)
+    before = np.where(offset > 0, cum[np.maximum(offset - 1, 0)], 0)
+
+    def order_stat(k: int) -> np.ndarray:  # k-th smallest (0-based) of each row
+        return np.searchsorted(cum, before + k, side="right") - offset
+
+    out = []
+    for q in ((1.0 - ci) / 2.0, 1.0 - (1.0 - ci) / 2.0):
+        h = q * (R - 1)
+        k0 = int(np.floor(h))
+        lo = order_stat(k0).astype(float)
+        hi = order_stat(min(k0 + 1, R - 1)).astype(float)
+        out.append(lo + (h - k0) * (hi - lo))
+    return out[0], out[1]
 
 
 def bootstrap_p_value(d: np.ndarray, axis: int = -1) -> np.ndarray:

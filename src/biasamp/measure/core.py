@@ -14,7 +14,14 @@ from scipy.sparse import csr_matrix
 import biasamp
 from biasamp.errors import BiasampError
 from biasamp.measure import metrics as M
-from biasamp.measure.bootstrap import SideSampler, SideSpec, bootstrap_p_value, percentile_interval, replicate_seeds
+from biasamp.measure.bootstrap import (
+    SideSampler,
+    SideSpec,
+    bootstrap_p_value,
+    integer_percentile_interval,
+    percentile_interval,
+    replicate_seeds,
+)
 from biasamp.measure.correction import Correction
 from biasamp.measure.io import NO_GROUP, normalise_inputs
 from biasamp.measure.stats import benjamini_hochberg, two_proportion_z_test
@@ -195,7 +202,7 @@ def _spec(groups: pl.DataFrame, source: str, ok: pl.DataFrame) -> tuple[SideSpec
     g = (
         groups.filter((pl.col("source") == source) & ((pl.col("n_female") + pl.col("n_male")) > 0))
         .join(index, on=["condition", "occupation"], how="inner")
-        .sort("_unit", maintain_order=True)
+        .sort(["_unit", "group"])  # results depend on the data, not on its row order
     )
     spec = SideSpec(
         n_units=len(ok),
@@ -280,10 +287,8 @@ def measure(
     ok = units.filter(pl.col("flag").is_null())
     U = len(ok)
     unit_keys = list(zip(ok["condition"].to_list(), ok["occupation"].to_list()))
-    unit_index = {k: i for i, k in enumerate(unit_keys)}
     conds = sorted(set(units["condition"].to_list()))
-    ok_cond = np.array([c for c, _ in unit_keys])
-    cond_units = {c: np.flatnonzero(ok_cond == c) for c in conds}
+    ok_cond = [c for c, _ in unit_keys]
 
     ft = ok["train_f"].to_numpy().astype(float)
     nt = ok["train_n"].to_numpy().astype(float)
@@ -294,6 +299,9 @@ def measure(
     C = len(conds)
     cond_pos = {c: i for i, c in enumerate(conds)}
     cond_of_unit = np.array([cond_pos[c] for c in ok_cond], dtype=np.int64)
+    order = np.argsort(cond_of_unit, kind="stable")
+    cuts = np.searchsorted(cond_of_unit[order], np.arange(C + 1))
+    cond_units = {c: order[cuts[i] : cuts[i + 1]] for i, c in enumerate(conds)}
     n_in = np.bincount(cond_of_unit, minlength=C).astype(float)
     S_cond = csr_matrix((np.ones(U), (cond_of_unit, np.arange(U))), shape=(C, U))
     W_cond = csr_matrix((1.0 / n_in[cond_of_unit], (cond_of_unit, np.arange(U))), shape=(C, U))
@@ -307,12 +315,10 @@ def measure(
     spec_t, _ = _spec(groups, "train", ok)
     spec_g, gen_groups = _spec(groups, "gen", ok)
     samp_t = SideSampler(spec_t)
-    samp_g = SideSampler(spec_g, by_group=by_group)
+    # a table without groups has nothing to break out
+    samp_g = SideSampler(spec_g, by_group=by_group, by_group_mask=(gen_groups["group"] != NO_GROUP).to_numpy())
     bg = gen_groups[samp_g.bg_index.tolist()] if by_group else gen_groups.head(0)
-    if by_group:  # a table without groups has nothing to break out
-        keep_bg = (bg["group"] != NO_GROUP).to_numpy()
-    else:
-        keep_bg = np.zeros(0, dtype=bool)
+    keep_bg = np.ones(len(bg), dtype=bool)
     bg_unit = bg["_unit"].to_numpy() if len(bg) else np.zeros(0, dtype=np.int64)
     bg_n = (bg["n_female"] + bg["n_male"]).to_numpy().astype(float) if len(bg) else np.zeros(0)
     bg_f = bg["n_female"].to_numpy().astype(float) if len(bg) else np.zeros(0)
@@ -349,7 +355,7 @@ def measure(
             u = np.empty((Rc, K))
             for j, r in enumerate(range(start, stop)):
                 rng = np.random.Generator(np.random.PCG64(seeds[r]))
-                u[j] = rng.random(K)
+                rng.random(out=u[j])
                 if correction is not None:
                     se_r[r], sp_r[r] = correction.draw(rng)
             uT = np.ascontiguousarray(u.T)
@@ -502,17 +508,24 @@ def measure(
         "biasamp": biasamp.__version__,
     }
     summary = {"conditions": {}, "by_group": {}, "settings": settings}
+    tallies = {
+        row["condition"]: row
+        for row in amp_df.group_by("condition")
+        .agg(
+            pl.len().alias("n_occupations"),
+            pl.col("flag").is_not_null().sum().alias("n_flagged"),
+            *[(pl.col("category") == k).sum().alias(f"n_{k}") for k in M.CATEGORIES],
+            (pl.col("q_value") < SIGNIFICANCE).sum().alias("n_significant"),
+        )
+        .iter_rows(named=True)
+    }
+    cond_ci = {name: percentile_interval(rep, ci, axis=1) for name, rep in cond_rep.items()}
     for ci_, c in enumerate(conds):
-        rows = amp_df.filter(pl.col("condition") == c)
-        okrows = rows.filter(pl.col("flag").is_null())
         idx = cond_units[c]
+        t = tallies[c]
         s: dict = {
-            "n_occupations": len(rows),
-            "n_flagged": len(rows) - len(okrows),
-            "n_amplified": int((okrows["category"] == "amplified").sum()),
-            "n_reflected": int((okrows["category"] == "reflected").sum()),
-            "n_mitigated": int((okrows["category"] == "mitigated").sum()),
-            "n_significant": int((okrows["q_value"] < SIGNIFICANCE).sum()),
+            k: int(t[k] or 0)
+            for k in ("n_occupations", "n_flagged", "n_amplified", "n_reflected", "n_mitigated", "n_significant")
         }
         point = {
             "mean_amp": M.mean_amplification(pt[idx], pg[idx]) if idx.size else None,
@@ -527,8 +540,7 @@ def measure(
         for name, val in point.items():
             s[name] = _num(val)
             if idx.size:
-                lo, hi = percentile_interval(cond_rep[name][ci_], ci)
-                s[f"{name}_lo"], s[f"{name}_hi"] = _num(lo), _num(hi)
+                s[f"{name}_lo"], s[f"{name}_hi"] = _num(cond_ci[name][0][ci_]), _num(cond_ci[name][1][ci_])
             else:
                 s[f"{name}_lo"] = s[f"{name}_hi"] = None
         summary["conditions"][c] = s
@@ -572,13 +584,21 @@ def _by_group_frame(units, ok, unit_keys, gen_groups, bg, keep_bg, bg_unit, bg_n
         step = max(1, CHUNK_ELEMENTS // R)
         for s in range(0, len(sel), step):
             j = sel[s : s + step]
+            sl = slice(s, s + len(j))
+            # the group's female count has a fixed total: its interval comes from counts
+            flo, fhi = integer_percentile_interval(F_bg[j], bg_n[j].astype(np.int64), ci)
+            cols["p_gen_lo"][sl], cols["p_gen_hi"][sl] = flo / bg_n[j], fhi / bg_n[j]
             pg_r = F_bg[j].astype(np.float32) / bg_n[j, None].astype(np.float32)
             pt_r = P_t[bg_unit[j]]
-            cols["p_gen_lo"][s : s + step], cols["p_gen_hi"][s : s + step] = percentile_interval(pg_r, ci, axis=1)
-            cols["amp_lo"][s : s + step], cols["amp_hi"][s : s + step] = percentile_interval(
-                M.amplification(pt_r, pg_r, dir_amp[bg_unit[j], None]), ci, axis=1
-            )
-            cols["amp_abs_lo"][s : s + step], cols["amp_abs_hi"][s : s + step] = percentile_interval(
+            dlo, dhi = percentile_interval(pg_r - pt_r, ci, axis=1)
+            sgn = dir_amp[bg_unit[j]]
+            cols["amp_lo"][sl] = np.where(sgn > 0, 100.0 * dlo, -100.0 * dhi)
+            cols["amp_hi"][sl] = np.where(sgn > 0, 100.0 * dhi, -100.0 * dlo)
+            zero = np.flatnonzero(sgn == 0)
+            if zero.size:
+                zlo, zhi = percentile_interval(M.amplification(pt_r[zero], pg_r[zero]), ci, axis=1)
+                cols["amp_lo"][s + zero], cols["amp_hi"][s + zero] = zlo, zhi
+            cols["amp_abs_lo"][sl], cols["amp_abs_hi"][sl] = percentile_interval(
                 M.amplification_abs(pt_r, pg_r), ci, axis=1
             )
     for c, v in cols.items():

@@ -144,13 +144,8 @@ def _to_polars(df) -> pl.DataFrame:
         return df
     if isinstance(df, pl.LazyFrame):
         return df.collect()
-    try:
-        import pandas as pd  # noqa: F401  (only to recognise pandas frames)
-
-        if hasattr(df, "to_dict") and hasattr(df, "columns") and hasattr(df, "iloc"):
-            return pl.from_pandas(df)
-    except ImportError:  # pragma: no cover
-        pass
+    if type(df).__module__.split(".")[0] == "pandas" and hasattr(df, "columns"):
+        return pl.from_pandas(df)
     raise BiasampError(
         f"cannot measure an object of type {type(df).__name__}",
         hint="pass a Polars or pandas DataFrame, or path(s) to Parquet/CSV tables",

@@ -311,6 +311,8 @@ def build_report(
     title = title or f"biasamp report: {run_dir.resolve().name}"
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     simulated = run.simulated
+    ci = ((run.summary or {}).get("settings") or {}).get("ci", 0.95)
+    ci_text = f"{100 * ci:g}%" if isinstance(ci, (int, float)) and not isinstance(ci, bool) and 0 < ci < 1 else "95%"
     notice_html = f'<p class="notice" role="alert"><strong>Simulated data.</strong> {esc(SIMULATED_NOTICE)}</p>' if simulated else ""
     nav = "".join(f'<li><a href="#{esc(s.id)}">{esc(s.title)}</a></li>' for s, _ in done)
     body = "".join(f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>{f.html}</section>' for s, f in done)
@@ -325,7 +327,7 @@ def build_report(
         f'<nav><ol>{nav}</ol></nav></header>{body}'
         "<footer><p>Amplification is in percentage points: sign(p_train − 0.5) · (p_gen − p_train), "
         "positive when generated images lean further towards the training majority. "
-        "Intervals are 95% bootstrap intervals.</p></footer>"
+        f"Intervals are {esc(ci_text)} bootstrap intervals.</p></footer>"
         "</main></body></html>\n"
     )
     md_parts = [f"# {md_esc(title)}"]

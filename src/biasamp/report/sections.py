@@ -172,6 +172,17 @@ def conditions_section(run: RunTables, figures: Figures) -> Fragment | None:
 # planted truth (simulated runs)
 
 
+def _covering(df: pl.DataFrame, lo: str, hi: str, target: str) -> str:
+    """'k/n': intervals [lo, hi] that contain `target`, among rows that have an interval."""
+    if not {lo, hi, target} <= set(df.columns):
+        return "–"
+    ok = df.filter(pl.col(lo).is_not_null() & pl.col(hi).is_not_null() & pl.col(target).is_not_null())
+    if not len(ok):
+        return "–"
+    n_cov = ok.filter((pl.col(lo) <= pl.col(target)) & (pl.col(target) <= pl.col(hi))).height
+    return f"{n_cov}/{len(ok)}"
+
+
 @section("truth", "Planted truth (simulated data)", order=25)
 def truth_section(run: RunTables, figures: Figures) -> Fragment | None:
     truth, amp = run.truth, run.amplification
@@ -192,13 +203,9 @@ def truth_section(run: RunTables, figures: Figures) -> Fragment | None:
     for c in order_conditions(j["condition"].to_list()):
         sub = j.filter(pl.col("condition") == c)
         s = stats.get(c) or {}
-        covered = "–"
-        if {"amp_lo", "amp_hi"} <= set(sub.columns):
-            target = "true_amp" if (corrected or not has_obs) else "true_amp_observed"
-            ok = sub.filter(pl.col("amp_lo").is_not_null() & pl.col("amp_hi").is_not_null())
-            if len(ok):
-                n_cov = ok.filter((pl.col("amp_lo") <= pl.col(target)) & (pl.col(target) <= pl.col("amp_hi"))).height
-                covered = f"{n_cov}/{len(ok)}"
+        # uncorrected intervals estimate the shares as the classifier sees them; corrected ones the true shares
+        covered = _covering(sub, "amp_lo", "amp_hi", "true_amp_observed" if has_obs else "true_amp")
+        covered_corr = _covering(sub, "amp_corrected_lo", "amp_corrected_hi", "true_amp") if corrected else None
         row = [c]
         if "true_model_amp" in sub.columns:
             row.append(fmt_num(sub["true_model_amp"].mean(), 2, signed=True))
@@ -206,6 +213,8 @@ def truth_section(run: RunTables, figures: Figures) -> Fragment | None:
         if has_obs:
             row.append(fmt_num(sub["true_amp_observed"].mean(), 2, signed=True))
         row += [fmt_ci(s.get("mean_amp"), s.get("mean_amp_lo"), s.get("mean_amp_hi"), 2), covered]
+        if corrected:
+            row += [fmt_ci(s.get("mean_amp_corrected"), s.get("mean_amp_corrected_lo"), s.get("mean_amp_corrected_hi"), 2), covered_corr]
         rows.append(row)
     header = ["condition"]
     if "true_model_amp" in j.columns:
@@ -213,7 +222,9 @@ def truth_section(run: RunTables, figures: Figures) -> Fragment | None:
     header.append("true amplification of this comparison")
     if has_obs:
         header.append("expected with the classifier's errors")
-    header += ["measured [95% CI]", "occupation CIs covering the truth"]
+    header += ["measured [95% CI]", "occupation CIs covering the truth" + (" (with errors)" if has_obs else "")]
+    if corrected:
+        header += ["corrected [95% CI]", "corrected occupation CIs covering the true amplification"]
     table = Table(header, rows, numeric=set(range(1, len(header))))
     h, m = paragraph(
         "The simulator planted the model's amplification over the training data comparable to the prompt. "

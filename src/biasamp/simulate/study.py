@@ -50,8 +50,6 @@ DEFAULT_GEN_EXCLUSIONS: Mapping[str, float] = {"no_face": 0.03, "many_faces": 0.
 #: Conditions the simulator knows, with where their training captions come from.
 SIMULATED_CONDITIONS = tables.CONDITIONS
 
-TEMPLATE_CONDITIONS = ("keyword", "nearest", "nearest-no-indicators", "no-indicators")
-
 
 @dataclass
 class SimulatedStudy:
@@ -223,7 +221,7 @@ def simulate_study(
     `amp_observed`).
     """
     if occupations is None:
-        if not 1 <= n_occupations:
+        if n_occupations < 1:
             raise BiasampError(f"simulate: n_occupations must be at least 1, got {n_occupations}")
         occupations = list(DEFAULT_OCCUPATIONS[:n_occupations])
         occupations += [f"occupation {i + 1}" for i in range(len(occupations), n_occupations)]

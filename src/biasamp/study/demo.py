@@ -18,7 +18,7 @@ DEMO_OCCUPATIONS = ["engineer", "nurse", "pilot", "teacher", "chef", "librarian"
                     "doctor", "hairdresser", "plumber", "secretary"]
 
 
-def write_demo_inputs(out: str | Path, *, n_captions: int = 60_000, seed: int = 0) -> Path:
+def write_demo_inputs(out: str | Path, *, n_captions: int = 16_000, seed: int = 0) -> Path:
     """Write the demo's corpus, occupations, tiny model and config into `out/inputs`;
     return the config path. Re-running reuses what is there."""
     from biasamp.corpus.synthetic import make_corpus
