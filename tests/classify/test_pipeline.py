@@ -9,6 +9,8 @@ import tarfile
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from biasamp.classify import Labeler, classify_images, read_labels
@@ -261,3 +263,37 @@ def test_train_probe_then_classify_with_it(tmp_path, tiny_clip, photo_dir, cli_r
     # similarity needs source and occupation: a plain folder has neither → clear error
     r = cli_runner.invoke(app, ["similarity", str(out)])
     assert r.exit_code == 2 and "occupation" in r.output
+
+
+@pytest.fixture(scope="module")
+def quick_labeler():
+    lab = Labeler(face_detector="none", workers=2)
+    yield lab
+    lab.close()
+
+
+_KINDS = {
+    "png": lambda rng: Item("", data=_png(rng.integers(0, 256, (int(rng.integers(2, 40)), int(rng.integers(2, 40)), 3),
+                                                        dtype=np.uint8))),
+    "garbage": lambda rng: Item("", data=bytes(rng.integers(0, 256, int(rng.integers(0, 50)), dtype=np.uint8))),
+    "failed": lambda rng: Item("", error="failed upstream"),
+    "missing": lambda rng: Item("", path="/nonexistent/x.jpg"),
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=12), st.integers(0, 2**32 - 1))
+def test_every_item_gets_exactly_one_valid_row(quick_labeler, kinds, seed):
+    rng = np.random.default_rng(seed)
+    items = []
+    for i, k in enumerate(kinds):
+        it = _KINDS[k](rng)
+        it.item_id = f"{i}-{k}"
+        items.append(it)
+    df, _ = quick_labeler.label_items(items, source="train")
+    assert df["item_id"].to_list() == [it.item_id for it in items]  # one row each, in order
+    validate(df, "labels")
+    for k, row in zip(kinds, df.iter_rows(named=True)):
+        if k != "png":
+            assert row["label"] == "error" and row["reason"]
+        assert (row["p_female"] is None) == (row["face_status"] != "ok")

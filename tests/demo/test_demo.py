@@ -36,7 +36,7 @@ def test_small_demo_writes_everything(tmp_path):
 def test_default_demo_shows_the_paradox(tmp_path, cli_runner):
     from biasamp.cli import app
 
-    r = cli_runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
+    r = cli_runner.invoke(app, ["demo", "--quick", "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert "SIMULATED DATA" in r.output and "report:" in r.output
     amp = pl.read_parquet(tmp_path / "d" / "amplification.parquet")

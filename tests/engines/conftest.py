@@ -41,10 +41,7 @@ def ray_engine(ray_cluster):
 @pytest.fixture
 def two_nodes(ray_cluster, ray_engine):
     """The engine, with the worker node brought back first if an earlier test killed it."""
-    import ray
-
-    alive = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
-    if ray_cluster.ips[1] not in alive:
+    if not ray_cluster.node_pids(ray_cluster.ips[1]):  # killed by an earlier test: start it again
         ray_cluster.add_node(ray_cluster.ips[1])
         ray_cluster.wait_for_nodes(2)
     return ray_engine

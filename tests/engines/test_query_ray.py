@@ -26,6 +26,15 @@ def _sorted(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort("caption_id", "occupation", "source").select(sorted(df.columns))
 
 
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 def _parts(out):
     return sorted(str(p.relative_to(out)) for p in (out / "mentions").rglob("*.parquet"))
 
@@ -61,11 +70,11 @@ def test_ray_query_resumes_a_local_run(corpus, local_run, two_nodes, tmp_path):
     query_corpus(str(corpus), out, engine="local", names=None, progress=False, workers=1)
     marker = sorted((out / "_progress").glob("*.json"))[2]
     marker.unlink()  # this file counts as not done
-    query_corpus(str(corpus), out, engine=two_nodes, names=None, progress=False)
+    query_corpus(str(corpus), out, engine=two_nodes, names=None, progress=False, commit="driver")
     import json
 
     rec = json.loads((out / "query.engine.json").read_text())
-    assert rec["files_run"] == 1
+    assert rec["files_run"] == 1 and rec["commit"] == "driver"
     assert _sorted(read_mentions(out)).equals(_sorted(read_mentions(lout)))
 
 
@@ -81,11 +90,35 @@ def test_bad_file_is_reported_by_name(corpus, two_nodes, tmp_path):
     assert res.files["status"].to_list() == ["skipped"]
 
 
+class _Slow:
+    """A model stand-in: built once per actor, 0.4 s per batch."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, batch):
+        time.sleep(0.4)
+        return [x * self.k for x in batch]
+
+
+def test_worker_node_killed_mid_actor_pool(two_nodes, ray_cluster):
+    """An actor pool loses the actor of a dead node: its batch goes to another actor, the
+    lost actor is replaced, and every batch comes back once, in order."""
+    batches = [[i] for i in range(10)]
+    got, killed = [], None
+    for out in two_nodes.map_batches(_Slow, batches, fn_constructor_args=(7,), concurrency=2):
+        got.append(out)
+        if len(got) == 2:
+            killed = ray_cluster.kill_node(1)
+    assert killed
+    assert got == [[7 * i] for i in range(10)]
+
+
 def test_worker_node_killed_mid_query(tmp_path_factory, two_nodes, ray_cluster, tmp_path):
     """The worker node dies while files are in flight: the query still completes, with
     every mention exactly once (retried tasks, shards committed once by the driver)."""
     corpus = tmp_path_factory.mktemp("corpus_fault")
-    make_corpus(32_000, seed=5, out=corpus, rows_per_file=2_000)  # 16 files
+    make_corpus(240_000, seed=5, out=corpus, rows_per_file=20_000)  # 12 files
     lout = tmp_path / "local"
     query_corpus(str(corpus), lout, engine="local", names=None, progress=False, workers=1)
     out = tmp_path / "ray"
@@ -106,12 +139,10 @@ def test_worker_node_killed_mid_query(tmp_path_factory, two_nodes, ray_cluster, 
     res = query_corpus(str(corpus), out, engine=two_nodes, names=None, progress=False)
     th.join(5)
     assert state.get("killed"), "the worker node was not killed"
-    assert state["done_at_kill"] < 16, "the stage had finished before the node died"
-    import ray
-
-    assert ray_cluster.ips[1] not in {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    assert state["done_at_kill"] <= 8, "most of the stage was done before the node died"
+    assert all(_gone(pid) for pid in state["killed"])  # the node's raylet and workers are dead
     ray_df, local_df = read_mentions(out), read_mentions(lout)
     assert ray_df.select("source", "row", "occupation").is_duplicated().sum() == 0
     assert _sorted(ray_df).equals(_sorted(local_df))
-    assert res.files.height == 16 and set(res.files["status"]) == {"ok"}
+    assert res.files.height == 12 and set(res.files["status"]) == {"ok"}
     assert not list(out.rglob(".*.tmp"))

@@ -122,7 +122,7 @@ def test_until_usable_records_attempts(tmp_path, tiny_backend):
         g = gens.filter(pl.col("occupation") == occ)
         assert sorted(g["index"]) == sorted(ok["index"]) and all((tmp_path / "u" / p).exists() for p in g["image"])
     # a filter nothing passes stops at the cap
-    none = generate_images(tmp_path / "n", backend=tiny_backend, occupations="nurse", templates="face", until_usable=2, max_attempts=5, accept="all" if False else (lambda i, r: False), batch_size=4, **FAST)
+    none = generate_images(tmp_path / "n", backend=tiny_backend, occupations="nurse", templates="face", until_usable=2, max_attempts=5, accept=lambda i, r: False, batch_size=4, **FAST)
     assert none.is_empty()
     att = pl.read_parquet(tmp_path / "n" / "attempts" / "*.parquet")
     assert len(att) == 5 and not att["accepted"].any()
@@ -186,6 +186,8 @@ def test_model_options(tmp_path, tiny_model, tiny_backend):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BiasampError, match="model_index.json"):
         load_backend("diffusers", str(tmp_path / "empty"), device="cpu")
+    with pytest.raises(BiasampError, match="share an item id.*templates__nurse__face"):
+        generate_images(tmp_path / "x", backend=tiny_backend, occupations=["nurse", "Nurse"], templates="face")
     with pytest.raises(BiasampError, match="multiple of 8"):
         generate_images(tmp_path / "x", backend=tiny_backend, occupations="nurse", height=30)
 
@@ -199,3 +201,24 @@ def test_only_safetensors_weights_are_loaded(tmp_path, tiny_model):
     pipe.save_pretrained(tmp_path / "bin", safe_serialization=False)
     with pytest.raises(BiasampError, match="safetensors"):
         load_backend("diffusers", str(tmp_path / "bin"), device="cpu")
+
+
+def test_safety_checker_flags_are_recorded_and_filtered(tmp_path):
+    from biasamp.generate import load_backend
+    from biasamp.generate.testing import build_tiny_pipeline
+
+    model = build_tiny_pipeline(tmp_path / "tiny-sc", seed=0, safety_checker=True)
+    backend = load_backend("diffusers", str(model), device="cpu", safety_checker=True)
+    ok = generate_images(tmp_path / "ok", backend=backend, occupations="nurse", templates="face", images_per_prompt=2, **FAST)
+    assert ok["nsfw"].to_list() == [False, False]
+    off = load_backend("diffusers", str(model), device="cpu")  # the checker is not even loaded
+    assert off.pipe.safety_checker is None
+    assert generate_images(tmp_path / "off", backend=off, occupations="nurse", templates="face", images_per_prompt=1, **FAST)["nsfw"].null_count() == 1
+    backend.pipe.safety_checker.concept_embeds_weights.data[:] = -2.0  # now every image is flagged (and blacked out)
+    flagged = generate_images(tmp_path / "all", backend=backend, occupations="nurse", templates="face", images_per_prompt=1, **FAST)
+    assert flagged["nsfw"].to_list() == [True]
+    assert _pixels(flagged["image"][0], tmp_path / "all").max() == 0
+    none = generate_images(tmp_path / "u", backend=backend, occupations="nurse", templates="face", until_usable=1, max_attempts=2, accept="not-blank", **FAST)
+    assert none.is_empty()
+    att = pl.read_parquet(tmp_path / "u" / "attempts" / "*.parquet")
+    assert att["nsfw"].to_list() == [True, True] and not att["accepted"].any() and set(att["filter"]) == {"not-blank"}

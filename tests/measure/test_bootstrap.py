@@ -160,6 +160,8 @@ def test_seeded_and_independent_of_chunking(monkeypatch):
     assert a.amplification.equals(c.amplification)
     for key, v in a.summary["conditions"]["k"].items():  # means: equal up to summation order
         assert c.summary["conditions"]["k"][key] == pytest.approx(v, rel=1e-12, abs=1e-12)
+    threaded = measure(df, n_boot=300, seed=7, threads=2)
+    assert a.amplification.equals(threaded.amplification)  # threads split chunks, not streams
     shuffled = measure(df.sample(fraction=1.0, shuffle=True, seed=3), n_boot=300, seed=7)
     assert a.amplification.equals(shuffled.amplification)  # row order does not matter
     d = measure(df, n_boot=300, seed=8)

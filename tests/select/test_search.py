@@ -109,3 +109,23 @@ def test_pooled_topk_matches_brute_force(pool_by, n, k, t, seed):
     order = np.lexsort((np.arange(n), -ref))[: min(k, n)]
     np.testing.assert_allclose(s, ref[order], atol=1e-5)
     np.testing.assert_allclose(ref[i], ref[order], atol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=20))
+def test_row_gather_view_only_for_consecutive_runs(ids):
+    from biasamp.select.core import _rows
+
+    vecs = np.arange(31 * 2, dtype=np.float32).reshape(31, 2)
+    np.testing.assert_array_equal(_rows(vecs, np.array(ids, dtype=np.int64)), vecs[np.array(ids, dtype=np.int64)].reshape(-1, 2))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "", "é"]), max_size=30))
+def test_unique_texts_inverse(texts):
+    from biasamp.select.cache import unique_texts
+
+    uniq, inverse = unique_texts(texts)
+    assert uniq == list(dict.fromkeys(texts))
+    back = texts if inverse is None else [uniq[i] for i in inverse]
+    assert back == texts

@@ -174,7 +174,7 @@ def test_all_sections_present_in_order(report):
     paths, html, _ = report
     for sid in MINE:
         assert sid in paths.sections
-    from biasamp.report import sections
+    from biasamp.report.core import sections
 
     order = {s.id: s.order for s in sections()}
     # the models comparison follows the first model's conditions table; validation sits by the
@@ -299,7 +299,9 @@ def test_config_shown_exactly_and_escaped(report):
 def test_no_raw_markup_from_data_anywhere(report):
     _, html, md = report
     assert EVIL not in html and "<script" not in html.lower()
-    assert EVIL not in md
+    # in markdown, only inside the config's code block (which renderers show verbatim)
+    outside = re.sub(r"````toml\n.*?\n````", "", md, flags=re.S)
+    assert EVIL not in outside and "&lt;script&gt;" in outside
 
 
 def test_config_json_used_without_toml(tmp_path):
@@ -311,13 +313,14 @@ def test_config_json_used_without_toml(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(["RGB", "RGBA", "L", "P", "CMYK", "I;16"]))
-def test_thumbnail_bounds_and_aspect(w, h, mode):
+@given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(["RGB", "RGBA", "L", "P", "CMYK", "I;16"]),
+       palette=st.booleans())
+def test_thumbnail_bounds_and_aspect(w, h, mode, palette):
     from biasamp.study.report_sections import thumbnail_png
 
     buf = io.BytesIO()
     Image.new(mode, (w, h)).save(buf, format="TIFF" if mode in ("CMYK", "I;16") else "PNG")
-    out = thumbnail_png(buf.getvalue(), 96)
+    out = thumbnail_png(buf.getvalue(), 96, palette=palette)
     assert out is not None
     png, tw, th = out
     im = Image.open(io.BytesIO(png))
@@ -334,3 +337,49 @@ def test_thumbnail_of_garbage_is_none():
 
     assert thumbnail_png(b"") is None
     assert thumbnail_png(b"\x89PNG\r\n\x1a\n garbage") is None
+
+
+def test_validation_from_summary_alone_and_minimal_models(tmp_path):
+    run = make_study_run(tmp_path / "r")
+    (run / "validation.parquet").unlink()
+    (run / "amplification_models.parquet").unlink()
+    pl.DataFrame({"model": ["only"], "condition": ["keyword"], "mean_amp": [3.0]}).write_parquet(run / "models.parquet")
+    paths = build_report(run, only=["classifier-validation", "models"])
+    html = paths.html.read_text()
+    val = _section_html(html, "classifier-validation")
+    assert "92.9% [77.4%, 98.0%]" in val and "26/28" not in val  # no k/n without the metrics table
+    assert "0.828 [0.683, 0.972]" in val
+    mod = _section_html(html, "models")
+    assert "<td class=num>+3.00</td>" in mod and "<li><strong>only</strong>: keyword +3.00</li>" in mod
+    assert "Per occupation" not in mod
+
+
+def test_relative_image_paths_and_markdown_without_files(tmp_path):
+    run = make_study_run(tmp_path / "r", all_tables=False)
+    _png(run / "imgs" / "a.png", size=(30, 10))
+    pl.DataFrame({"occupation": ["nurse"], "image_path": ["imgs/a.png"]}).write_parquet(run / "examples.parquet")
+    paths = build_report(run, only=["example-images"])
+    sec = _section_html(paths.html.read_text(), "example-images")
+    assert [Image.open(io.BytesIO(t)).size for t in _thumbs(sec)] == [(30, 10)]
+    assert "](thumbnails/m0-0001.png)" in paths.markdown.read_text()
+
+
+def test_unreadable_examples_only_still_render(tmp_path):
+    run = make_study_run(tmp_path / "r", all_tables=False)
+    pl.DataFrame({"occupation": [EVIL], "image_path": ["/nonexistent/x.png"], "label": ["female"]}).write_parquet(
+        run / "examples.parquet")
+    paths = build_report(run, only=["example-images"])
+    sec = _section_html(paths.html.read_text(), "example-images")
+    assert sec.count('class="ba-missing"') == 1 and "&lt;script&gt;" in sec
+    assert "[image missing: &lt;script&gt;alert(1)&lt;/script&gt; — female]" in paths.markdown.read_text()
+
+
+def test_rebuild_leaves_no_stale_thumbnails(tmp_path):
+    run = make_study_run(tmp_path / "r")
+    build_report(run, only=["example-images"])
+    assert len(list((run / "report" / "thumbnails").glob("*.png"))) == 10
+    ex = pl.read_parquet(run / "examples.parquet")
+    ex.head(3).write_parquet(run / "examples.parquet")
+    paths = build_report(run, only=["example-images"])
+    files = sorted(f.name for f in (run / "report" / "thumbnails").glob("*.png"))
+    assert files == sorted(re.findall(r"thumbnails/([^)]+\.png)", paths.markdown.read_text())) and len(files) == 3

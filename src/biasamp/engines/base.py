@@ -44,6 +44,10 @@ class Engine:
         several `map(batches, ordered=True)` calls; a context manager."""
         raise NotImplementedError
 
+    def slots(self, num_cpus: float = 1, num_gpus: float = 0) -> int:
+        """How many workers of that size run at once."""
+        return 1
+
     # -- descriptions and lifetime -------------------------------------------------------
     def describe(self) -> dict:
         return {"engine": self.name}

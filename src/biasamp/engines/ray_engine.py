@@ -160,7 +160,8 @@ class RayEngine(Engine):
     def resources(self) -> dict:
         return dict(self._ray().cluster_resources())
 
-    def _slots(self, num_cpus: float, num_gpus: float) -> int:
+    def slots(self, num_cpus: float = 1, num_gpus: float = 0) -> int:
+        """How many workers asking for `num_cpus` CPUs and `num_gpus` GPUs fit the cluster at once."""
         res = self.resources()
         if num_gpus:
             return max(1, int(res.get("GPU", 0) // num_gpus))
@@ -200,7 +201,7 @@ class RayEngine(Engine):
         remote = ray.remote(_call).options(**self._task_options(num_cpus, num_gpus, memory))
         fn_ref = ray.put(fn)
         todo = deque(enumerate(items))
-        limit = self.max_in_flight or max(2 * self._slots(num_cpus, num_gpus), 2)
+        limit = self.max_in_flight or max(2 * self.slots(num_cpus, num_gpus), 2)
         running: dict[Any, tuple[int, Any, int]] = {}
 
         def submit(i, item, attempt):
@@ -252,14 +253,14 @@ class RayEngine(Engine):
         """A pool of `concurrency` actors, each holding one `cls(*args, **kwargs)`; `map` may be
         called on it several times (the models stay loaded). Use it as a context manager."""
         ray = self._ray()
-        size = max(1, concurrency or self._slots(num_cpus, num_gpus))
+        size = max(1, concurrency or self.slots(num_cpus, num_gpus))
         return _ActorPool(ray, self, cls, fn_constructor_args, fn_constructor_kwargs or {}, size, num_cpus, num_gpus, method)
 
     def _actor_pool(self, cls, batches, args, kwargs, concurrency, num_cpus, num_gpus, method):
         batches = list(batches)
         if not batches:
             return
-        size = min(len(batches), concurrency or self._slots(num_cpus, num_gpus))
+        size = min(len(batches), concurrency or self.slots(num_cpus, num_gpus))
         with self.pool(cls, fn_constructor_args=args, fn_constructor_kwargs=kwargs, concurrency=size,
                        num_cpus=num_cpus, num_gpus=num_gpus, method=method) as p:
             yield from p.map(batches, ordered=False)

@@ -33,6 +33,19 @@ from biasamp.errors import BiasampError
 from biasamp.store import atomic_write_json
 
 
+#: The stages' own functions, by (module, name); `biasamp.engines.routing` fills it while it
+#: routes those names to the functions here (so these can still call the originals).
+ORIGINALS: dict[tuple[str, str], Callable] = {}
+
+
+def _own(module: str, name: str) -> Callable:
+    if (module, name) in ORIGINALS:
+        return ORIGINALS[(module, name)]
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 def _engine(engine: str | Engine | None, address: str | None, options: dict | None) -> tuple[Engine, bool]:
     """(engine, owned): an engine built here is closed here."""
     if isinstance(engine, Engine):
@@ -49,9 +62,13 @@ def _record(out: Path, stage: str, engine: Engine, **extra) -> None:
 # ================================================================== caption query
 
 
-def _query_file(path: str, *, matcher, text_column, url_column, id_column, keep) -> tuple:
-    """One input file on a worker: ("ok", format, mentions, info) or ("error", format, message)."""
-    from biasamp.corpus.query import _bad_file, process_file
+def _query_file(path: str, *, matcher, text_column, url_column, id_column, keep, commit=None) -> tuple:
+    """One input file on a worker: ("ok", format, mentions, info) or ("error", format, message).
+
+    With `commit=(out, shard, partition)` the worker commits the file itself (atomic parts,
+    then the file's marker, as the local engine does) and returns ("committed", format, None, info).
+    """
+    from biasamp.corpus.query import _bad_file, _commit, _parts_of, process_file
     from biasamp.corpus.readers import CorpusFile
 
     fmt = None
@@ -63,7 +80,19 @@ def _query_file(path: str, *, matcher, text_column, url_column, id_column, keep)
         raise
     except Exception as e:  # noqa: BLE001 - every reading error is reported with the file
         return ("error", fmt, str(_bad_file(path, e)))
-    return ("ok", fmt, mentions, info)
+    if commit is None:
+        return ("ok", fmt, mentions, info)
+    out, shard, partition = commit
+    out = Path(out)
+    for p in _parts_of(out / "mentions", shard):  # leftovers of a killed attempt
+        p.unlink(missing_ok=True)
+    _commit(out, shard, mentions, {"source": path, "shard": shard, "format": fmt, "status": "ok", **info}, partition)
+    return ("committed", fmt, None, info)
+
+
+def _query_file_commit(fn, task):
+    path, commit = task
+    return fn(path, commit=commit)
 
 
 def query_corpus(
@@ -88,13 +117,17 @@ def query_corpus(
     matcher=None,
     workers: int | None = None,
     num_cpus: float = 1,
+    commit: str = "worker",
 ):
     """`biasamp.corpus.query.query_corpus` on an engine: one task per input file.
 
-    Input files are read by the workers (so on a cluster they must be reachable from every
-    node: object storage such as `s3://…` through fsspec, or a shared file system); each
-    file's mentions come back to this driver, which commits them. Returns the stage's
-    `QueryResult`. `num_cpus`: CPUs a task reserves.
+    Input files are read by the workers, so on a cluster they must be reachable from every
+    node (object storage such as `s3://…` through fsspec, or a shared file system).
+    `commit="worker"` (default): each worker writes its file's mentions parts and marker
+    into `out` itself (atomically, marker last), so `out` must be on a file system every
+    node sees; `commit="driver"`: the mentions come back to this driver, which writes
+    them (for clusters without shared storage; the driver's writing then bounds the
+    speed). Returns the stage's `QueryResult`. `num_cpus`: CPUs a task reserves.
     """
     from biasamp.corpus import query as q
     from biasamp.corpus.readers import resolve_inputs
@@ -106,7 +139,7 @@ def query_corpus(
     eng, owned = _engine(engine, address, engine_options)
     try:
         if eng.is_local:
-            return q.query_corpus(corpus, out, overwrite=overwrite, matcher=matcher, workers=workers, **kw)
+            return _own("biasamp.corpus.query", "query_corpus")(corpus, out, overwrite=overwrite, matcher=matcher, workers=workers, **kw)
         if partition not in q.PARTITIONS:
             raise BiasampError(f"unknown partition {partition!r}", hint=f"one of {', '.join(q.PARTITIONS)}")
         out = Path(out)
@@ -146,16 +179,24 @@ def query_corpus(
         done = q._markers(out)
         shards = {f: q.shard_id(f) for f in files}
         todo = [f for f in files if shards[f] not in done or done[shards[f]].get("status") != "ok"]
+        if commit not in ("worker", "driver"):
+            raise BiasampError(f"unknown commit mode {commit!r}", hint="worker (out on shared storage) or driver")
         fn = functools.partial(_query_file, matcher=matcher, text_column=text_column, url_column=url_column,
                                id_column=id_column, keep=tuple(keep))
+        tasks = todo if commit == "driver" else [(f, (str(out.resolve()), shards[f], partition)) for f in todo]
+        if commit == "worker":
+            fn = functools.partial(_query_file_commit, fn)
         t0 = time.perf_counter()
         from biasamp import ui
 
         with ui.progress(f"query captions (files, {eng.name})", total=len(files), enabled=progress) as advance:
             advance(len(files) - len(todo))
-            for i, res in eng.map(fn, todo, num_cpus=num_cpus):
+            for i, res in eng.map(fn, tasks, num_cpus=num_cpus):
                 f = todo[i]
                 sh = shards[f]
+                if res[0] == "committed":
+                    advance()
+                    continue
                 for p in q._parts_of(mdir, sh):  # leftovers of a killed run
                     p.unlink()
                 (out / "_progress" / f"{sh}.json").unlink(missing_ok=True)
@@ -167,9 +208,10 @@ def query_corpus(
                 else:
                     q._commit(out, sh, res[2], {**base, "status": "ok", **res[3]}, partition)
                 advance()
-        _record(out, "query", eng, files=len(files), files_run=len(todo), seconds=round(time.perf_counter() - t0, 3))
+        _record(out, "query", eng, files=len(files), files_run=len(todo), commit=commit,
+                seconds=round(time.perf_counter() - t0, 3))
         # every file is committed now: the stage's own function only writes the tables
-        return q.query_corpus(corpus, out, matcher=matcher, workers=1, **{**kw, "progress": False})
+        return _own("biasamp.corpus.query", "query_corpus")(corpus, out, matcher=matcher, workers=1, **{**kw, "progress": False})
     finally:
         if owned:
             eng.close()
@@ -244,7 +286,7 @@ def generate_images(
     eng, owned = _engine(engine, address, engine_options)
     try:
         if eng.is_local:
-            return g.generate_images(out, model, **kwargs)
+            return _own("biasamp.generate.run", "generate_images")(out, model, **kwargs)
         a = inspect.signature(g.generate_images).bind(out, model, **kwargs)
         a.apply_defaults()
         a = a.arguments
@@ -300,15 +342,15 @@ def generate_images(
             load = dict(revision=a["revision"], dtype=a["dtype"], device=a["device"], scheduler=a["scheduler"],
                         safety_checker=a["safety_checker"], **opts)
             ctor = (a["backend"], str(model), load, torch_threads)
-            pool = eng.pool(GenerateWorker, fn_constructor_args=ctor, num_gpus=gpus, num_cpus=num_cpus,
-                            concurrency=min(len(todo), concurrency) if concurrency else None)
+            size = min(len(todo), concurrency or eng.slots(num_cpus, gpus))
+            pool = eng.pool(GenerateWorker, fn_constructor_args=ctor, num_gpus=gpus, num_cpus=num_cpus, concurrency=size)
             try:
                 fitted, info, (dh, dw) = list(pool.map([("prepare", prompts)]))[0]
                 _generate_shards(eng, pool, out, a, todo, fitted, info, dh, dw, params, fingerprint, shards, prompts, gens)
             finally:
                 pool.close()
         _record(out, "generate", eng, shards=len(shards), shards_run=len(todo), seconds=round(time.perf_counter() - t0, 3))
-        return g.generate_images(out, model, **{**kwargs, "show_progress": False})
+        return _own("biasamp.generate.run", "generate_images")(out, model, **{**kwargs, "show_progress": False})
     finally:
         if owned:
             eng.close()
@@ -355,3 +397,309 @@ def _generate_shards(eng, pool, out, a, todo, fitted, info, dh, dw, params, fing
             )
             gens.commit(sid, rows)
             advance(len(rows))
+
+
+# ================================================================== classification
+
+
+class ClassifyWorker:
+    """One `Labeler` (face detector + classifier, loaded once) per worker; a job is one shard
+    of `biasamp.classify.sources.discover`, labelled in batches as the local engine does."""
+
+    def __init__(self, labeler_kwargs: dict, batch_size: int):
+        from biasamp.classify.pipeline import Labeler
+
+        self.labeler = Labeler(**labeler_kwargs)
+        self.batch_size = batch_size
+
+    def __call__(self, shard):
+        from biasamp.classify.pipeline import _batched
+
+        frames, embs = [], []
+        for df, emb in self.labeler.label_stream(_batched(shard.items(), self.batch_size), shard.source):
+            frames.append(df)
+            if emb is not None:
+                embs.append(emb)
+        model = self.labeler.embedder.model_name if embs else None
+        return shard.shard_id, frames, (np.concatenate(embs).astype(np.float32) if embs else None), model
+
+    def close(self) -> None:
+        self.labeler.close()
+
+
+def classify_images(
+    inputs,
+    out: str | Path,
+    *,
+    engine: str | Engine | None = "local",
+    address: str | None = None,
+    engine_options: dict | None = None,
+    concurrency: int | None = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    **kwargs,
+) -> pl.DataFrame:
+    """`biasamp.classify.classify_images` on an engine: an actor pool of labelers (on GPUs
+    when the cluster has them and the classifier uses one), one task per input shard.
+
+    Workers read the images themselves, so on a cluster the inputs must be on storage every
+    node sees (a shared file system); labels (and embeddings) come back to this driver,
+    which commits each shard as the local engine does. Keyword arguments are those of
+    `classify_images`.
+    """
+    import inspect
+    import io
+
+    from biasamp.classify import pipeline as cp
+    from biasamp.classify.sources import discover
+    from biasamp.store import ShardedOutput, atomic_write_bytes
+    from biasamp.tables import SOURCES
+
+    eng, owned = _engine(engine, address, engine_options)
+    try:
+        if eng.is_local:
+            return _own("biasamp.classify.pipeline", "classify_images")(inputs, out, **kwargs)
+        a = inspect.signature(cp.classify_images).bind(inputs, out, **kwargs)
+        a.apply_defaults()
+        a = a.arguments
+        if a["source"] is not None and a["source"] not in SOURCES:
+            raise BiasampError(f"unknown source {a['source']!r}", hint=f"use one of {', '.join(SOURCES)}")
+        if a["batch_size"] < 1 or a["shard_size"] < 1:
+            raise BiasampError("batch_size and shard_size must be at least 1")
+        out = Path(out)
+        shards, _notes = discover(inputs, shard_size=a["shard_size"], source=a["source"], passthrough=a["passthrough"])
+        store = ShardedOutput(out / "labels")
+        store.clean_temporaries()
+        todo = [s for s in shards if not store.is_done(s.shard_id)]
+        t0 = time.perf_counter()
+        if todo:
+            labeler_kwargs = dict(
+                classifier=a["classifier"], face_detector=a["face_detector"], min_face=a["min_face"], low=a["low"],
+                high=a["high"], nsfw=a["nsfw"], nsfw_model=a["nsfw_model"], embeddings=a["embeddings"],
+                embed_model=a["embed_model"], workers=a["workers"], max_pixels=a["max_pixels"],
+                decode_max_side=a["decode_max_side"], device=a["device"], classifier_options=a["classifier_options"],
+                detector_options=a["detector_options"],
+            )
+            cls_gpu = a["classifier"] in ("clip", "linear-probe") or a["nsfw"] or a["embeddings"] or a["embed_model"]
+            gpus = _gpus(eng, num_gpus) if cls_gpu or num_gpus else 0.0
+            from biasamp import ui
+
+            with ui.progress(f"classify ({eng.name})", sum(s.n for s in todo), enabled=a["show_progress"]) as advance:
+                it = eng.map_batches(ClassifyWorker, todo, fn_constructor_args=(labeler_kwargs, int(a["batch_size"])),
+                                     concurrency=concurrency, num_cpus=num_cpus, num_gpus=gpus, ordered=False)
+                for _, (sid, frames, emb, emb_model) in it:
+                    df = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
+                        schema={"item_id": pl.Utf8, "label": pl.Utf8})
+                    if emb is not None:
+                        buf = io.BytesIO()
+                        np.save(buf, emb)
+                        rel = f"embeddings/{sid}.npy"
+                        atomic_write_bytes(buf.getvalue(), out / rel)
+                        df = df.with_columns(
+                            pl.lit(rel).alias("embedding_file"),
+                            pl.lit(emb_model).alias("embedding_model"),
+                            pl.int_range(0, len(df), dtype=pl.Int64).alias("embedding_row"),
+                        )
+                    if len(df):
+                        df = df.with_columns(pl.lit(sid).alias("shard"))
+                    store.commit(sid, df)
+                    advance(len(df))
+        _record(out, "classify", eng, shards=len(shards), shards_run=len(todo), seconds=round(time.perf_counter() - t0, 3))
+        return _own("biasamp.classify.pipeline", "classify_images")(inputs, out, **{**kwargs, "show_progress": False})
+    finally:
+        if owned:
+            eng.close()
+
+
+# ================================================================== text embeddings (selection)
+
+
+class EmbedWorker:
+    """One text embedder per worker (on a GPU when it has one); a job is one shard of texts,
+    embedded as `biasamp.select.embedders.embed_to_shards` embeds it locally."""
+
+    def __init__(self, embedder: str, model: str | None, options: dict, torch_threads: int | None = None):
+        from biasamp.select.cache import CachedEmbedder
+        from biasamp.select.embedders import make_embedder
+
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(int(torch_threads))
+        self.embedder = CachedEmbedder(make_embedder(embedder, model, **options), None)
+
+    def __call__(self, job):
+        shard, texts = job
+        return shard, np.asarray(self.embedder.encode(texts), dtype=np.float32)
+
+
+def embed_to_shards(
+    texts,
+    out_dir: str | Path,
+    embedder: str = "minilm",
+    model: str | None = None,
+    *,
+    engine: str | Engine | None = "local",
+    address: str | None = None,
+    engine_options: dict | None = None,
+    ids=None,
+    shard_rows: int = 100_000,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = True,
+    concurrency: int | None = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    torch_threads: int | None = None,
+    **kwargs,
+) -> pl.DataFrame:
+    """`biasamp.select.embedders.embed_to_shards` on an engine: the distinct texts cut into
+    shards of `shard_rows`, each embedded by an actor pool (one model per worker, one GPU
+    each when the cluster has GPUs) and written here as a LAION-style pair
+    `emb_N.npy` + `emb_N.parquet`; shards already written are skipped (resume). Selection
+    then reads them with the `precomputed` embedder (`--embedder precomputed --embed-model
+    DIR`). `cache_dir` (the text-embedding cache) is used by the local engine only.
+    """
+    from biasamp.select import embedders as se
+
+    eng, owned = _engine(engine, address, engine_options)
+    try:
+        if eng.is_local:
+            return _own("biasamp.select.embedders", "embed_to_shards")(texts, out_dir, embedder, model, ids=ids, shard_rows=shard_rows,
+                                      cache_dir=cache_dir, show_progress=show_progress, **kwargs)
+        texts = list(texts)
+        if ids is not None:
+            ids = list(ids)
+            if len(ids) != len(texts):
+                raise BiasampError(f"{len(ids)} ids for {len(texts)} texts")
+        seen: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            if t is not None and t.strip():
+                seen.setdefault(t, i)
+        keep = list(seen.values())
+        out = Path(out_dir)
+        parts = {shard: keep[start:start + shard_rows] for shard, start in enumerate(range(0, len(keep), shard_rows))}
+        todo = [s for s in parts if not ((out / f"emb_{s}.npy").exists() and (out / f"emb_{s}.parquet").exists())]
+        t0 = time.perf_counter()
+        if todo:
+            gpus = _gpus(eng, num_gpus)
+            if gpus and "device" not in kwargs:
+                kwargs["device"] = "auto"
+            jobs = [(s, [texts[i] for i in parts[s]]) for s in todo]
+            from biasamp import ui
+
+            with ui.progress(f"embedding texts ({eng.name})", sum(len(parts[s]) for s in todo), enabled=show_progress) as advance:
+                it = eng.map_batches(EmbedWorker, jobs, fn_constructor_args=(embedder, model, dict(kwargs), torch_threads),
+                                     concurrency=concurrency, num_cpus=num_cpus, num_gpus=gpus, ordered=False)
+                for _, (s, vecs) in it:
+                    part = parts[s]
+                    extra = {"caption_id": pl.Series([ids[i] for i in part], dtype=pl.Int64)} if ids is not None else None
+                    se.save_precomputed([texts[i] for i in part], vecs, out, shard=s, extra=extra)
+                    advance(len(part))
+        _record(out, "embed", eng, shards=len(parts), shards_run=len(todo), seconds=round(time.perf_counter() - t0, 3))
+        return pl.DataFrame([{"shard": s, "rows": len(p), "path": str(out / f"emb_{s}.npy")} for s, p in parts.items()],
+                            schema={"shard": pl.Int64, "rows": pl.Int64, "path": pl.Utf8})
+    finally:
+        if owned:
+            eng.close()
+
+
+def embed_frame(
+    frame: pl.DataFrame,
+    *,
+    engine: str | Engine | None = "local",
+    address: str | None = None,
+    engine_options: dict | None = None,
+    embedder: str = "minilm",
+    model: str | None = None,
+    text_column: str = "text",
+    batch_rows: int = 4096,
+    concurrency: int | None = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    **kwargs,
+) -> pl.DataFrame:
+    """The rows of `frame` plus a `vector` column, embedded in batches of `batch_rows` by the
+    stage's own batch callable (`biasamp.select.embedders.EmbedBatch`) on the engine."""
+    from biasamp.select.embedders import EmbedBatch
+
+    eng, owned = _engine(engine, address, engine_options)
+    try:
+        batches = [frame.slice(a, batch_rows) for a in range(0, len(frame), batch_rows)]
+        if not batches:
+            return EmbedBatch(embedder, model, text_column=text_column, **kwargs)(frame)
+        gpus = 0.0 if eng.is_local else _gpus(eng, num_gpus)
+        outs = list(eng.map_batches(EmbedBatch, batches, fn_constructor_args=(embedder, model),
+                                    fn_constructor_kwargs={"text_column": text_column, **kwargs},
+                                    concurrency=concurrency, num_cpus=num_cpus, num_gpus=gpus))
+        return pl.concat(outs, how="vertical")
+    finally:
+        if owned:
+            eng.close()
+
+
+# ================================================================== training-image download
+
+
+def _img2dataset_on_ray(address: str):
+    """While active, the download source runs img2dataset with `distributor="ray"` against
+    the cluster at `address` (its own process joins the cluster through RAY_ADDRESS)."""
+    import contextlib
+    import os
+
+    from biasamp.images import download as dl
+
+    @contextlib.contextmanager
+    def cm():
+        original = dl._i2d_config
+        before = os.environ.get("RAY_ADDRESS")
+
+        def config(urls, folder, o):
+            cfg = original(urls, folder, o)
+            cfg["distributor"] = "ray"
+            return cfg
+
+        dl._i2d_config = config
+        os.environ["RAY_ADDRESS"] = address
+        try:
+            yield
+        finally:
+            dl._i2d_config = original
+            if before is None:
+                os.environ.pop("RAY_ADDRESS", None)
+            else:
+                os.environ["RAY_ADDRESS"] = before
+
+    return cm()
+
+
+def fetch_training_images(
+    selection,
+    out: str | Path,
+    *,
+    engine: str | Engine | None = "local",
+    address: str | None = None,
+    engine_options: dict | None = None,
+    source: str = "download",
+    **kwargs,
+):
+    """`biasamp.images.fetch_training_images` on an engine. With the ray engine the
+    `download` source hands img2dataset's shards to the cluster (img2dataset's own
+    `distributor="ray"`): each shard is one Ray task, retried by img2dataset when it fails,
+    and img2dataset's incremental mode skips shards already written (resume). Workers write
+    the shards themselves, so `out` must be on storage every node sees. Other sources run
+    as they do locally."""
+    fetch = _own("biasamp.images.fetch", "fetch_training_images")
+    eng, owned = _engine(engine, address, engine_options)
+    try:
+        if eng.is_local or source != "download":
+            return fetch(selection, out, source=source, **kwargs)
+        ray = eng._ray()
+        gcs = ray.get_runtime_context().gcs_address
+        t0 = time.perf_counter()
+        with _img2dataset_on_ray(gcs):
+            res = fetch(selection, out, source=source, **kwargs)
+        _record(Path(out), "fetch", eng, seconds=round(time.perf_counter() - t0, 3), distributor="ray")
+        return res
+    finally:
+        if owned:
+            eng.close()

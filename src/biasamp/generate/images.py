@@ -77,6 +77,8 @@ class ShardWriter:
         if self._tar is None:
             with open(self.tmp / f"{item_id}.png", "wb") as f:
                 f.write(png)
+                f.flush()
+                os.fsync(f.fileno())  # here, on the writer thread, not at commit time
             return
         members = [(f"{item_id}.png", png)]
         if meta is not None:
@@ -97,9 +99,6 @@ class ShardWriter:
                 os.fsync(f.fileno())
             os.replace(self.tmp, self.final)
         else:
-            for p in self.tmp.iterdir():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
             if self.final.exists():  # left by a run killed before its table shard was committed
                 shutil.rmtree(self.final)
             os.replace(self.tmp, self.final)

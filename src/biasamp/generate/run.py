@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -335,6 +336,14 @@ def generate_images(
         if missing:
             raise BiasampError(f"prompts frame is missing column(s) {', '.join(missing)}", hint="build it with biasamp.generate.build_prompts")
         prompts = prompts.select(list(PROMPT_SCHEMA)).cast(PROMPT_SCHEMA)
+    keys = item_ids(prompts["condition"].to_list(), prompts["occupation"].to_list(), prompts["group"].to_list(), [0] * len(prompts))
+    clashes = sorted(k for k, c in Counter(keys).items() if c > 1)
+    if clashes:
+        raise BiasampError(
+            f"{len(clashes)} prompt(s) share an item id with another prompt, e.g. {clashes[0].rsplit('__', 1)[0]!r} "
+            "(same condition, occupation and group once lower-cased and punctuation removed)",
+            hint="remove duplicate occupations (e.g. 'Nurse' and 'nurse') or duplicate prompt rows",
+        )
     until = until_usable is not None
     if until:
         if int(until_usable) < 1:
@@ -347,6 +356,7 @@ def generate_images(
     if loaded:
         info = backend.describe()
         model = info.get("model", model)
+        revision = revision if revision is not None else info.get("revision")
     elif model is None:
         raise BiasampError("no model given", hint="pass --model HUB_ID_OR_FOLDER")
 

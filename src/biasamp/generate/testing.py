@@ -183,13 +183,33 @@ def sd15_sized_components(seed: int = 0):
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
+def tiny_safety_checker(seed: int = 0):
+    """A tiny random Stable Diffusion safety checker and its image processor."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=514, max_position_embeddings=CLIP_MAX_TOKENS, bos_token_id=512, eos_token_id=513, pad_token_id=513),
+        vision_config=dict(small, image_size=32, patch_size=8),
+        projection_dim=32,
+    )
+    torch.manual_seed(seed + 3)
+    return StableDiffusionSafetyChecker(config), CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
 def build_pipeline_folder(path: str | Path, components: dict, *, dtype: str | None = None) -> Path:
-    """Assemble a StableDiffusionPipeline from `components` and save it (safetensors)."""
+    """Assemble a StableDiffusionPipeline from `components` and save it (safetensors).
+    `components` may hold `safety_checker` and `feature_extractor`; by default there is none."""
     import torch
     from diffusers import StableDiffusionPipeline
 
+    components = dict(components)
+    checker = components.pop("safety_checker", None)
+    extractor = components.pop("feature_extractor", None)
     pipe = StableDiffusionPipeline(
-        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        **components, safety_checker=checker, feature_extractor=extractor, requires_safety_checker=checker is not None
     )
     if dtype is not None:
         pipe.to(getattr(torch, dtype))
@@ -198,11 +218,15 @@ def build_pipeline_folder(path: str | Path, components: dict, *, dtype: str | No
     return path
 
 
-def build_tiny_pipeline(path: str | Path, seed: int = 0) -> Path:
+def build_tiny_pipeline(path: str | Path, seed: int = 0, *, safety_checker: bool = False) -> Path:
     """Write a tiny random Stable Diffusion pipeline folder at `path` and return it.
 
     Load it like any model: `biasamp generate --model PATH …`, or
     `DiffusionPipeline.from_pretrained(PATH, use_safetensors=True)`. Default image size
-    64x64. Same `seed` -> byte-identical files.
+    64x64. Same arguments -> byte-identical files. `safety_checker=True` adds a tiny random
+    safety checker (with random weights it flags nothing).
     """
-    return build_pipeline_folder(path, tiny_components(seed))
+    components = tiny_components(seed)
+    if safety_checker:
+        components["safety_checker"], components["feature_extractor"] = tiny_safety_checker(seed)
+    return build_pipeline_folder(path, components)

@@ -206,7 +206,8 @@ class SideSampler:
             self.bg_cell = self.tables.group_unit[ok]
             self.bg_local = self.tables.group_local[ok].astype(float)
             self.bg_G = self.tables.groups_per_unit[self.bg_cell].astype(float)
-            self.bg_n = np.asarray(spec.n)[ok]
+            # largest value below the component's upper end (j + 1) / G: j + u can round up to j + 1
+            self.bg_top = np.nextafter((self.bg_local + 1.0) / self.bg_G, 0.0)
         else:
             self.bg_index = np.zeros(0, dtype=np.int64)
         self.n_uniforms = self.n_positions + len(self.bg_index)
@@ -223,7 +224,7 @@ class SideSampler:
         Fg = None
         if self.by_group and len(self.bg_index):
             ub = uT[self.n_positions :]
-            ub = (self.bg_local[:, None] + ub) / self.bg_G[:, None]
+            ub = np.minimum((self.bg_local[:, None] + ub) / self.bg_G[:, None], self.bg_top[:, None])
             gidx = t.lookup(self.bg_cell, ub)
             Fg = t.k[gidx].reshape(len(self.bg_index), R)
         return F, N, Fg
@@ -271,6 +272,6 @@ def bootstrap_p_value(d: np.ndarray, axis: int = -1) -> np.ndarray:
     """Two-sided bootstrap p-value for "d = 0" by inverting percentile intervals:
     p = min(1, 2 · min(#(d* ≤ 0) + 1, #(d* ≥ 0) + 1) / (B + 1))."""
     B = d.shape[axis]
-    le = (d <= 0).sum(axis=axis)
-    ge = (d >= 0).sum(axis=axis)
+    le = np.count_nonzero(d <= 0, axis=axis)
+    ge = np.count_nonzero(d >= 0, axis=axis)
     return np.minimum(1.0, 2.0 * (np.minimum(le, ge) + 1.0) / (B + 1.0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import typer
@@ -10,26 +9,8 @@ import typer
 from biasamp.errors import BiasampError
 
 
-def _user_errors(fn):
-    """Print a BiasampError as a one-line error (no traceback) and exit with its code.
-
-    (Typer vendors its own click, so a `click.ClickException` raised in a command would
-    otherwise surface as a traceback.)"""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except BiasampError as e:
-            typer.echo(f"Error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper
-
-
 def register(app: typer.Typer) -> None:
     @app.command("measure")
-    @_user_errors
     def measure_cmd(
         inputs: list[Path] = typer.Argument(
             None, help="Observations or counts tables (Parquet, CSV, JSONL) holding both sides.", show_default=False
@@ -67,14 +48,14 @@ def register(app: typer.Typer) -> None:
         data: list = []
         cond = condition[0] if condition and len(condition) == 1 else (list(condition) if condition else None)
         fill = cond if isinstance(cond, str) else None
-        for source, paths in (("train", train or []), ("gen", gen or [])):
-            for p in paths:
-                _, df = load_any(p, fmt=fmt, source=source, condition=fill)
-                data.append(df)
         if (train and not gen) or (gen and not train):
             raise BiasampError(
                 "--train and --gen go together", hint="give the training-side file(s) and the generated-side file(s)"
             )
+        for source, paths in (("train", train or []), ("gen", gen or [])):
+            for p in paths:
+                _, df = load_any(p, fmt=fmt, source=source, condition=fill)
+                data.append(df)
         data.extend(inputs or [])
         if not data:
             raise BiasampError(
@@ -109,7 +90,6 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"wrote {out}/amplification.parquet, by_group.parquet, exclusions.parquet, summary.json")
 
     @app.command("plan")
-    @_user_errors
     def plan_cmd(
         half_width: float = typer.Option(None, "--half-width", help="Target 95% CI half-width of amp, percentage points."),
         amplification: float = typer.Option(None, "--amplification", help="Amplification to detect, percentage points."),

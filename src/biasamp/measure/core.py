@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,10 @@ from biasamp.measure.io import NO_GROUP, normalise_inputs
 from biasamp.measure.stats import benjamini_hochberg, two_proportion_z_test
 from biasamp.tables import EXCLUSION_REASONS
 
-#: uniforms held in memory at once during the bootstrap (bounds memory per chunk)
+#: uniforms held in memory at once during the bootstrap (bounds memory per chunk and thread)
 CHUNK_ELEMENTS = 500_000
+#: bootstrap threads when `threads` is not given (at most the machine's CPUs)
+DEFAULT_THREADS = 1
 SIGNIFICANCE = 0.05
 #: decimals kept for interval bounds computed from float32 replicates
 FLOAT32_DIGITS_SHARE = 6
@@ -160,6 +163,16 @@ class MeasureResult:
             ui.print_table(by_reason, title=f"Excluded images ({n_excl}), by reason")
 
 
+def _threads(threads: int | None, n_chunks: int) -> int:
+    """Worker threads for the bootstrap: `threads`, else up to DEFAULT_THREADS (capped by
+    the CPUs and the number of chunks)."""
+    if threads is None:
+        threads = min(DEFAULT_THREADS, os.cpu_count() or 1)
+    if not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise BiasampError(f"threads must be a whole number >= 1, got {threads!r}")
+    return max(1, min(int(threads), n_chunks))
+
+
 def _validate_params(n_boot, ci, reflected_band, seed) -> None:
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise BiasampError(f"n_boot must be a whole number >= 1, got {n_boot!r}")
@@ -202,7 +215,16 @@ def _spec(groups: pl.DataFrame, source: str, ok: pl.DataFrame) -> tuple[SideSpec
     g = (
         groups.filter((pl.col("source") == source) & ((pl.col("n_female") + pl.col("n_male")) > 0))
         .join(index, on=["condition", "occupation"], how="inner")
-        .sort(["_unit", "group"])  # results depend on the data, not on its row order
+        # results depend on the data, not on its row order: groups in order of their names,
+        # except in units of one-image groups (pooled into one binomial, order irrelevant)
+        .with_columns(
+            pl.when((pl.col("n_female") + pl.col("n_male")).max().over("_unit") > 1)
+            .then(pl.col("group"))
+            .otherwise(pl.lit(""))
+            .alias("_order")
+        )
+        .sort(["_unit", "_order"])
+        .drop("_order")
     )
     spec = SideSpec(
         n_units=len(ok),
@@ -225,6 +247,7 @@ def measure(
     format: str = "auto",
     by_group: bool = True,
     progress: bool = False,
+    threads: int | None = None,
 ) -> MeasureResult:
     """Measure amplification per condition × occupation, with bootstrap CIs and tests.
 
@@ -310,6 +333,8 @@ def measure(
     base_t2a = (S_cond @ ft) / np.maximum(S_cond @ nt, 1)
     dir_t2a = np.sign(pt - base_t2a[cond_of_unit])
     dir_corr = M.direction(correction.correct(pt)) if correction is not None else None
+    zero_amp = np.flatnonzero(dir_amp == 0)
+    zero_t2a = np.flatnonzero(dir_t2a == 0)
 
     # ---------------------------------------------------------------- samplers
     spec_t, _ = _spec(groups, "train", ok)
@@ -348,44 +373,65 @@ def measure(
     cg_rep = np.empty((len(cg_keys), R), dtype=np.float32)
     from biasamp import ui
 
-    with ui.progress("bootstrap", total=R, enabled=progress) as advance:
-        for start in range(0, R, chunk):
-            stop = min(R, start + chunk)
-            Rc = stop - start
-            u = np.empty((Rc, K))
-            for j, r in enumerate(range(start, stop)):
-                rng = np.random.Generator(np.random.PCG64(seeds[r]))
-                rng.random(out=u[j])
-                if correction is not None:
-                    se_r[r], sp_r[r] = correction.draw(rng)
-            uT = np.ascontiguousarray(u.T)
-            del u
-            Ft, Nt, _ = samp_t.draw(uT[: samp_t.n_uniforms])
-            Fg, Ng, Fgb = samp_g.draw(uT[samp_t.n_uniforms :])
-            del uT
-            pt_r = Ft / Nt
-            pg_r = Fg / Ng
-            P_t[:, start:stop] = pt_r
-            P_g[:, start:stop] = pg_r
-            if Fgb is not None:
-                F_bg[:, start:stop] = Fgb
-            d = dir_amp[:, None]
-            cond_rep["mean_amp"][:, start:stop] = W_cond @ M.amplification(pt_r, pg_r, d)
-            cond_rep["mean_amp_abs"][:, start:stop] = W_cond @ M.amplification_abs(pt_r, pg_r)
-            base = (S_cond @ Ft) / np.maximum(S_cond @ Nt, 1)
-            cond_rep["directional_t2a"][:, start:stop] = W_cond @ M.t2a_terms_from_base(
-                pt_r, pg_r, base[cond_of_unit], dir_t2a[:, None]
-            )
-            cond_rep["zhao_biasamp"][:, start:stop] = W_cond @ M.zhao_terms(pt_r, pg_r, d)
+    def run_chunk(start: int) -> int:
+        """Replicates [start, start + chunk): draws and per-replicate statistics, written
+        into disjoint slices of the shared arrays (so chunks can run in threads)."""
+        stop = min(R, start + chunk)
+        Rc = stop - start
+        u = np.empty((Rc, K))
+        for j, r in enumerate(range(start, stop)):
+            rng = np.random.Generator(np.random.PCG64(seeds[r]))
+            rng.random(out=u[j])
             if correction is not None:
-                s1, s2 = se_r[None, start:stop], sp_r[None, start:stop]
-                cond_rep["mean_amp_corrected"][:, start:stop] = W_cond @ M.amplification(
-                    correction.correct(pt_r, s1, s2), correction.correct(pg_r, s1, s2), dir_corr[:, None]
-                )
-            if len(cg_keys) and Fgb is not None:
-                amp_bg = M.amplification(pt_r[bg_unit], Fgb / bg_n[:, None], dir_amp[bg_unit, None])
-                cg_rep[:, start:stop] = W_cg @ amp_bg
-            advance(Rc)
+                se_r[r], sp_r[r] = correction.draw(rng)
+        uT = np.ascontiguousarray(u.T)
+        del u
+        Ft, Nt, _ = samp_t.draw(uT[: samp_t.n_uniforms])
+        Fg, Ng, Fgb = samp_g.draw(uT[samp_t.n_uniforms :])
+        del uT
+        pt_r = Ft / Nt
+        pg_r = Fg / Ng
+        P_t[:, start:stop] = pt_r
+        P_g[:, start:stop] = pg_r
+        if Fgb is not None:
+            F_bg[:, start:stop] = Fgb
+        # with the direction held fixed, amp and the directional terms are the difference
+        # scaled by ±100; rows without a direction (share exactly 0.5) use the replicate's
+        diff = pg_r - pt_r
+        amp_r = diff * (100.0 * dir_amp)[:, None]
+        if zero_amp.size:
+            amp_r[zero_amp] = M.amplification(pt_r[zero_amp], pg_r[zero_amp])
+        cond_rep["mean_amp"][:, start:stop] = W_cond @ amp_r
+        # Zhao's BiasAmp equals the study's amplification term by term (docs/metrics.md)
+        cond_rep["zhao_biasamp"][:, start:stop] = cond_rep["mean_amp"][:, start:stop]
+        cond_rep["mean_amp_abs"][:, start:stop] = W_cond @ M.amplification_abs(pt_r, pg_r)
+        t2a_r = diff * (100.0 * dir_t2a)[:, None]
+        if zero_t2a.size:
+            base = (S_cond @ Ft) / np.maximum(S_cond @ Nt, 1)
+            t2a_r[zero_t2a] = M.t2a_terms_from_base(pt_r[zero_t2a], pg_r[zero_t2a], base[cond_of_unit[zero_t2a]])
+        cond_rep["directional_t2a"][:, start:stop] = W_cond @ t2a_r
+        if correction is not None:
+            s1, s2 = se_r[None, start:stop], sp_r[None, start:stop]
+            cond_rep["mean_amp_corrected"][:, start:stop] = W_cond @ M.amplification(
+                correction.correct(pt_r, s1, s2), correction.correct(pg_r, s1, s2), dir_corr[:, None]
+            )
+        if len(cg_keys) and Fgb is not None:
+            amp_bg = M.amplification(pt_r[bg_unit], Fgb / bg_n[:, None], dir_amp[bg_unit, None])
+            cg_rep[:, start:stop] = W_cg @ amp_bg
+        return Rc
+
+    starts = list(range(0, R, chunk))
+    n_threads = _threads(threads, len(starts))
+    with ui.progress("bootstrap", total=R, enabled=progress) as advance:
+        if n_threads == 1:
+            for start in starts:
+                advance(run_chunk(start))
+        else:  # numpy releases the GIL in the heavy steps; results do not depend on threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n_threads) as pool:
+                for done in pool.map(run_chunk, starts):
+                    advance(done)
 
     # ---------------------------------------------------------------- per-unit intervals
     lo_hi = {}

@@ -328,9 +328,12 @@ def normalise_inputs(
         gframes.append(g)
         eframes.append(e)
         kinds.append(kind)
-    groups = pl.concat(gframes).group_by(["source", "condition", "occupation", "group"], maintain_order=True).agg(
-        pl.col("n_female").sum(), pl.col("n_male").sum()
-    )
+    if kinds == ["observations"]:  # already one row per group
+        groups = gframes[0]
+    else:  # sum rows of the same group (several inputs, or a counts table with repeats)
+        groups = pl.concat(gframes).group_by(["source", "condition", "occupation", "group"]).agg(
+            pl.col("n_female").sum(), pl.col("n_male").sum()
+        )
     excl = (
         pl.concat(eframes)
         .group_by(["source", "condition", "occupation", "reason"], maintain_order=True)

@@ -311,9 +311,10 @@ def build_report(
     title = title or f"biasamp report: {run_dir.resolve().name}"
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     simulated = run.simulated
+    notice = str((run.summary or {}).get("simulated_note") or SIMULATED_NOTICE)
     ci = ((run.summary or {}).get("settings") or {}).get("ci", 0.95)
     ci_text = f"{100 * ci:g}%" if isinstance(ci, (int, float)) and not isinstance(ci, bool) and 0 < ci < 1 else "95%"
-    notice_html = f'<p class="notice" role="alert"><strong>Simulated data.</strong> {esc(SIMULATED_NOTICE)}</p>' if simulated else ""
+    notice_html = f'<p class="notice" role="alert"><strong>Simulated data.</strong> {esc(notice)}</p>' if simulated else ""
     nav = "".join(f'<li><a href="#{esc(s.id)}">{esc(s.title)}</a></li>' for s, _ in done)
     body = "".join(f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>{f.html}</section>' for s, f in done)
     page = (
@@ -332,7 +333,7 @@ def build_report(
     )
     md_parts = [f"# {md_esc(title)}"]
     if simulated:
-        md_parts.append(f"> **Simulated data.** {md_esc(SIMULATED_NOTICE)}")
+        md_parts.append(f"> **Simulated data.** {md_esc(notice)}")
     md_parts.append(f"Run directory: `{str(run_dir).replace('`', '')}` · written {created} by biasamp")
     for s, f in done:
         md_parts.append(f"## {md_esc(s.title)}\n\n{f.markdown}")

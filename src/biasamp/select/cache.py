@@ -29,6 +29,38 @@ def text_key(model_key: str, text: str) -> bytes:
     return hashlib.sha1(f"{model_key}\x00{text}".encode("utf-8", "surrogatepass")).digest()
 
 
+def gather_rows(arrays: Sequence[np.ndarray], hits: pl.DataFrame, out: np.ndarray, found: np.ndarray) -> None:
+    """out[pos] = arrays[shard][row] for each hit (columns pos, shard, row); marks found.
+
+    Runs where both the positions and the stored rows advance by one are copied as slices
+    (sequential reads of memory-mapped files); scattered rows are gathered in row order."""
+    hits = hits.sort("shard", "row")
+    for (si,), part in hits.group_by("shard", maintain_order=True):
+        pos = part["pos"].to_numpy()
+        rows = part["row"].to_numpy()
+        found[pos] = True
+        arr = arrays[si]
+        brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(rows) != 1)) + 1
+        if len(brk) < max(1, len(pos) // 64):
+            for a, b in zip(np.r_[0, brk], np.r_[brk, len(pos)]):
+                out[pos[a] : pos[a] + (b - a)] = arr[rows[a] : rows[a] + (b - a)]
+        else:
+            out[pos] = arr[rows]
+
+
+def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray | None]:
+    """Distinct texts in first-seen order and, when there were repeats, each input's index
+    into them (None when every text is distinct)."""
+    s = pl.Series("text", list(texts), dtype=pl.Utf8)
+    if s.n_unique() == len(s):
+        return s.to_list(), None
+    uniq = s.unique(maintain_order=True)
+    inverse = (
+        s.to_frame().join(uniq.to_frame().with_row_index("u"), on="text", how="left", maintain_order="left")["u"]
+    )
+    return uniq.to_list(), inverse.to_numpy().astype(np.int64)
+
+
 class EmbeddingCache:
     """Vectors for one model, stored as committed shards under `root`."""
 
@@ -99,20 +131,8 @@ class EmbeddingCache:
         if self.dim is not None and self.dim != dim:
             raise BiasampError(f"embedding cache {self.folder} holds {self.dim}-d vectors, the model gives {dim}-d")
         want = pl.DataFrame({"key": pl.Series(list(keys), dtype=pl.Binary), "pos": np.arange(len(keys), dtype=np.int64)})
-        hits = want.join(self.index(), on="key", how="inner").sort("shard", "row")
-        for (si,), part in hits.group_by("shard", maintain_order=True):
-            pos = part["pos"].to_numpy()
-            rows = part["row"].to_numpy()
-            found[pos] = True
-            arr = self._arrays[si]
-            # runs where both the request positions and the stored rows advance by one:
-            # copied as slices (sequential reads), the rest gathered row by row
-            brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(rows) != 1)) + 1
-            if len(brk) < max(1, len(pos) // 64):
-                for a, b in zip(np.r_[0, brk], np.r_[brk, len(pos)]):
-                    out[pos[a] : pos[a] + (b - a)] = arr[rows[a] : rows[a] + (b - a)]
-            else:
-                out[pos] = arr[rows]
+        hits = want.join(self.index(), on="key", how="inner")
+        gather_rows(self._arrays, hits, out, found)
         return found, out
 
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> Path | None:
@@ -161,9 +181,7 @@ class CachedEmbedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         self.stats.texts += len(texts)
-        uniq: dict[str, int] = {}
-        inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
-        utexts = list(uniq)
+        utexts, inverse = unique_texts(texts)
         self.stats.unique += len(utexts)
         if self.cache is not None:
             keys = [text_key(self.key, t) for t in utexts]
@@ -189,4 +207,4 @@ class CachedEmbedder:
                     self.cache.put([keys[i] for i in idx], v)
                 if self.progress is not None:
                     self.progress(len(idx))
-        return vecs[inverse]
+        return vecs if inverse is None else vecs[inverse]

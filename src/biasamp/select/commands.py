@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the embedding cache"),
         seed: int = typer.Option(0, "--seed", help="sampling seed"),
         pool_by: str = typer.Option("mean", "--pool-by", help="pooled nearest: mean or max similarity over templates"),
-        index: str = typer.Option("exact", "--index", help="exact, ivf, hnsw or auto"),
+        index: str = typer.Option("exact", "--index", help="exact, flat (FAISS kernel), ivf, hnsw or auto"),
         approx_threshold: int = typer.Option(5_000_000, "--approx-threshold", help="auto: candidate count above which IVF is used"),
         no_indicator_values: str = typer.Option("none", "--no-indicator-values", help="indicator values that count as 'no gender indicator'"),
         inspect_top: int = typer.Option(10, "--inspect-top", help="neighbours kept per prompt in diagnostics/neighbours (0: none)"),
@@ -91,9 +91,12 @@ def register(app: typer.Typer) -> None:
         paths = result.write(out)
         summary = result.pools.group_by("condition", maintain_order=True).agg(
             pl.col("occupation").n_unique().alias("occupations"),
-            pl.col("n_selected").sum().alias("captions"),
             (pl.col("flag") != "ok").sum().alias("flagged"),
         )
+        rows = result.selection.group_by("condition").agg(
+            pl.len().alias("rows"), pl.col("caption_id").n_unique().alias("distinct captions"))
+        summary = summary.join(rows, on="condition", how="left").select(
+            "condition", "occupations", "rows", "distinct captions", "flagged").fill_null(0)
         ui.print_table(summary, title=f"selection written to {paths['selection']}")
         for msg in result.messages():
             ui.err_console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)

@@ -113,8 +113,8 @@ def _load_mentions(mentions) -> pl.DataFrame:
 
 
 def _rows(vecs: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """vecs[ids] for sorted ids: a view when they form one contiguous range."""
-    if len(ids) and ids[-1] - ids[0] + 1 == len(ids):
+    """vecs[ids]; a view (no copy) when ids are one increasing run of consecutive rows."""
+    if len(ids) and ids[-1] - ids[0] + 1 == len(ids) and (len(ids) == 1 or bool(np.all(np.diff(ids) == 1))):
         return vecs[ids[0] : ids[-1] + 1]
     return vecs[ids]
 
@@ -333,11 +333,14 @@ def select_training_examples(
             return frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("similarity"))
         out = np.full(len(frame), np.nan)
         tid = frame["_tid"].fill_null(-1).to_numpy()
-        occ = frame["occupation"].to_numpy()
-        for o in np.unique(occ):
-            sel = np.flatnonzero((occ == o) & (tid >= 0))
+        occ = frame["occupation"].replace_strict(occ_pos, return_dtype=pl.Int64).to_numpy()
+        order = np.argsort(occ, kind="stable")
+        bounds = np.searchsorted(occ[order], np.arange(len(occs) + 1))
+        for oi in range(len(occs)):
+            sel = order[bounds[oi] : bounds[oi + 1]]
+            sel = np.sort(sel[tid[sel] >= 0])
             if len(sel):
-                out[sel] = _pooled_scores(vecs[tid[sel]] @ pvecs[occ_pos[o]].T, pool_by)
+                out[sel] = _pooled_scores(_rows(vecs, tid[sel]) @ pvecs[oi].T, pool_by)
         return frame.with_columns(pl.Series("similarity", out).fill_nan(None))
 
     for name, s in by_name.items():

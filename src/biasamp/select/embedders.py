@@ -263,7 +263,7 @@ class PrecomputedEmbedder:
         self.folder = folder
         self.query = query
         self._arrays: list[np.ndarray] = []
-        self._index: dict[str, tuple[int, int]] = {}
+        frames = []
         dim = None
         for si, (npy, meta) in enumerate(_pair_shards(folder)):
             arr = np.load(npy, mmap_mode="r")
@@ -280,16 +280,17 @@ class PrecomputedEmbedder:
                     f"{meta} has no text column ({text_column or 'caption/text'}); columns: {', '.join(cols)}",
                     hint="name the column holding the caption text with text_column",
                 )
-            texts = pl.read_parquet(meta, columns=[col])[col].to_list()
+            texts = pl.read_parquet(meta, columns=[col])[col].cast(pl.Utf8)
             if len(texts) != arr.shape[0]:
                 raise BiasampError(
                     f"{npy} holds {arr.shape[0]} vectors but {meta} holds {len(texts)} rows",
                     hint="the .npy shard and its metadata must be aligned row by row",
                 )
             self._arrays.append(arr)
-            for row, t in enumerate(texts):
-                if t is not None:
-                    self._index.setdefault(t, (si, row))
+            frames.append(pl.DataFrame({"text": texts, "shard": pl.Series(np.full(len(texts), si, np.int32)),
+                                        "row": pl.Series(np.arange(len(texts), dtype=np.int64))}))
+        # text -> (shard, row); the first occurrence wins
+        self._index = pl.concat(frames).drop_nulls("text").unique(subset="text", keep="first", maintain_order=True)
         self.dim = int(dim)
         if query is not None and query.dim != self.dim:
             raise BiasampError(
@@ -302,20 +303,15 @@ class PrecomputedEmbedder:
         return len(self._index)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import polars as pl
+
+        from biasamp.select.cache import gather_rows
+
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        missing: list[int] = []
-        by_shard: dict[int, tuple[list[int], list[int]]] = {}
-        for i, t in enumerate(texts):
-            loc = self._index.get(t)
-            if loc is None:
-                missing.append(i)
-            else:
-                pos, rows = by_shard.setdefault(loc[0], ([], []))
-                pos.append(i)
-                rows.append(loc[1])
-        for si, (pos, rows) in by_shard.items():
-            order = np.argsort(rows)
-            out[np.asarray(pos)[order]] = self._arrays[si][np.asarray(rows)[order]]
+        found = np.zeros(len(texts), dtype=bool)
+        want = pl.DataFrame({"text": pl.Series(list(texts), dtype=pl.Utf8), "pos": np.arange(len(texts), dtype=np.int64)})
+        gather_rows(self._arrays, want.join(self._index, on="text", how="inner"), out, found)
+        missing = np.flatnonzero(~found).tolist()
         if missing:
             if self.query is None:
                 raise BiasampError(

@@ -120,13 +120,12 @@ def exact_topk(queries: np.ndarray, base: np.ndarray, k: int, *, chunk_rows: int
         elif engine == "faiss":
             s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
         else:
-            sims = block @ q.T  # (rows, queries): the faster orientation for few queries
+            sims = q @ block.T  # (queries, rows): each query's partial sort reads one contiguous row
             if kk < len(block):
-                i = np.argpartition(sims, len(block) - kk, axis=0)[len(block) - kk :]
+                i = np.argpartition(sims, len(block) - kk, axis=1)[:, len(block) - kk :]
             else:
-                i = np.broadcast_to(np.arange(len(block))[:, None], sims.shape)
-            s = np.take_along_axis(sims, i, 0).T
-            i = np.ascontiguousarray(i.T)
+                i = np.broadcast_to(np.arange(len(block)), sims.shape)
+            s = np.take_along_axis(sims, i, 1)
         i = i.astype(np.int64) + start
         if best_s is None:
             best_s, best_i = s, i

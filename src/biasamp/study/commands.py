@@ -56,15 +56,37 @@ def _summary_rows(result):
                          "seconds": [float(s.get("seconds") or 0.0) for s in result.stages]})
 
 
-def _print_paradox(run_dir: Path) -> None:
+def paradox_table(run_dir: Path):
+    """The study's table: mean amplification per condition (and model), CIs as text."""
     import polars as pl
 
+    from biasamp.report.core import order_conditions
+
+    df = pl.read_parquet(run_dir / "models.parquet")
+    order = {c: i for i, c in enumerate(order_conditions(df["condition"].unique().to_list()))}
+    df = df.with_columns(pl.col("condition").replace_strict(order, return_dtype=pl.Int64).alias("_o")).sort("model", "_o")
+
+    def fmt(v):
+        return "–" if v is None else f"{v:+.2f}"
+
+    return pl.DataFrame({
+        "model": df["model"],
+        "condition": df["condition"],
+        "amp": [fmt(v) for v in df["mean_amp"]],
+        "95% CI": [f"[{fmt(a)}, {fmt(b)}]" for a, b in zip(df["mean_amp_lo"], df["mean_amp_hi"])],
+        "n": df["n_occupations"],
+        "amp/refl/mit": [f"{a}/{r}/{m}" for a, r, m in zip(df["n_amplified"], df["n_reflected"], df["n_mitigated"])],
+    })
+
+
+def _print_paradox(run_dir: Path) -> None:
     from biasamp.ui import console, print_table
 
-    p = run_dir / "models.parquet"
-    if p.exists():
-        df = pl.read_parquet(p).select("model", "condition", "mean_amp", "mean_amp_lo", "mean_amp_hi", "n_occupations")
-        print_table(df, title="mean amplification (percentage points, 95% CI)", floats=2)
+    if (run_dir / "models.parquet").exists():
+        table = paradox_table(run_dir)
+        if table["model"].n_unique() == 1:
+            table = table.drop("model")
+        print_table(table, title="mean amplification over occupations (percentage points)")
     rep = run_dir / "report" / "index.html"
     if rep.exists():
         console.print(f"report: {rep}")

@@ -83,6 +83,7 @@ class ModelSection(_Section):
     negative_prompt: str | None = None
     safety_checker: bool = False
     images_per_prompt: Annotated[int, Field(gt=0)] = 100
+    images_per_caption: Annotated[int, Field(gt=0)] = 1
     batch_size: Annotated[int, Field(gt=0)] = 8
 
 

@@ -22,7 +22,7 @@ def write_demo_inputs(out: str | Path, *, n_captions: int = 16_000, seed: int = 
     """Write the demo's corpus, occupations, tiny model and config into `out/inputs`;
     return the config path. Re-running reuses what is there."""
     from biasamp.corpus.synthetic import make_corpus
-    from biasamp.generate.testing import build_tiny_pipeline
+    from biasamp.generate.testing import build_pipeline_folder, tiny_components
 
     out = Path(out).resolve()
     inputs = out / "inputs"
@@ -37,7 +37,8 @@ def write_demo_inputs(out: str | Path, *, n_captions: int = 16_000, seed: int = 
                     rows_per_file=max(1, n_captions // 2))
     model_dir = inputs / "tiny-sd"
     if not (model_dir / "model_index.json").exists():
-        build_tiny_pipeline(model_dir, seed=seed)
+        # 32 px images: a random model draws no faces at any size, so keep it cheap
+        build_pipeline_folder(model_dir, tiny_components(seed, sample_size=16))
     config = inputs / "demo.toml"
     config.write_text(DEMO_CONFIG.format(out=str(out)))
     return config
@@ -58,8 +59,8 @@ lexicon = "paper"
 
 [selection]
 conditions = ["keyword", "captions-as-prompts", "nearest", "nearest-no-indicators", "no-indicators"]
-n = 300
-k = 150
+n = 100
+k = 60
 templates = ["study"]
 embedder = "minilm"
 
@@ -69,10 +70,11 @@ id = "tiny-sd"
 dtype = "float32"
 device = "cpu"
 steps = 2
-width = 64
-height = 64
-images_per_prompt = 60
-batch_size = 30
+width = 32
+height = 32
+images_per_prompt = 50
+images_per_caption = 1
+batch_size = 32
 
 [classify]
 face_detector = "dlib"
@@ -88,3 +90,11 @@ model_amplification = 0.0
 
 def demo_config(out: str | Path, **kwargs) -> StudyConfig:
     return load_config(write_demo_inputs(out, **kwargs))
+
+
+def run_pipeline_demo(out: str | Path = "runs/demo", *, seed: int = 0, show_progress: bool = True):
+    """Write the demo inputs and run the whole study on them; returns the RunResult."""
+    from biasamp.study import run_study
+
+    cfg = demo_config(out, seed=seed)
+    return run_study(cfg, show_progress=show_progress)

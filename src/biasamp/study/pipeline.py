@@ -22,6 +22,12 @@ from biasamp.store import atomic_write_json, atomic_write_parquet
 from biasamp.study.config import ModelSection, StudyConfig
 from biasamp.study.runner import Stage, StageContext, _file_fingerprint, gen_observations, train_observations
 
+SIMULATED_NOTE = (
+    "Part of this study is simulated. Real: the caption corpus it was given, the caption query, the "
+    "selection, image generation and the face filter. Simulated: the perceived gender of the training "
+    "images and of the generated images, drawn from the model stated in the config's [simulation] section "
+    "(labels with backend 'simulated'). The numbers illustrate the method; they describe no real model."
+)
 TEMPLATE_PROMPTED = ("keyword", "nearest", "nearest-no-indicators", "no-indicators")
 
 
@@ -102,33 +108,53 @@ def run_classify_train(ctx: StageContext) -> None:
     _classify(ctx, [str(fetched / "downloads.parquet")], "train")
 
 
+GENERATION_PARTS = ("templates", "captions")
+
+
 def _generate(ctx: StageContext, m: ModelSection) -> None:
+    """Template prompts into `templates/`, training captions as prompts into `captions/`
+    (each its own resumable generate run: their images-per-prompt differ); each part's
+    whole table is written as `<part>/generations.parquet` (image paths relative to it)."""
     from biasamp.generate import generate_images
 
     cfg = ctx.config
     sel = _selection(ctx.deps["select"])
     occupations = sorted(sel["occupation"].unique().to_list())
-    captions = None
+    model = cfg.resolve(m.id) if Path(cfg.resolve(m.id)).is_dir() else m.id
+    common = dict(seed=cfg.study.seed, steps=m.steps, guidance=m.guidance, height=m.height, width=m.width,
+                  negative_prompt=m.negative_prompt, scheduler=m.scheduler, revision=m.revision, dtype=m.dtype,
+                  device=m.device, safety_checker=m.safety_checker, backend=m.backend, batch_size=m.batch_size,
+                  show_progress=ctx.show_progress)
+    if any(c != "captions-as-prompts" for c in cfg.selection.conditions):
+        gens = generate_images(ctx.out / "templates", model, occupations=occupations,
+                               templates=list(cfg.selection.templates), images_per_prompt=m.images_per_prompt, **common)
+        atomic_write_parquet(gens, ctx.out / "templates" / "generations.parquet")
     if "captions-as-prompts" in cfg.selection.conditions:
         captions = sel.filter(pl.col("condition") == "captions-as-prompts")
-    generate_images(
-        ctx.out, cfg.resolve(m.id) if Path(cfg.resolve(m.id)).is_dir() else m.id,
-        occupations=occupations, templates=list(cfg.selection.templates), captions=captions,
-        caption_conditions=("captions-as-prompts",), images_per_prompt=m.images_per_prompt,
-        seed=cfg.study.seed, steps=m.steps, guidance=m.guidance, height=m.height, width=m.width,
-        negative_prompt=m.negative_prompt, scheduler=m.scheduler, revision=m.revision, dtype=m.dtype,
-        device=m.device, safety_checker=m.safety_checker, backend=m.backend, batch_size=m.batch_size,
-        show_progress=ctx.show_progress,
-    )
+        gens = generate_images(ctx.out / "captions", model, captions=captions, caption_conditions=("captions-as-prompts",),
+                               images_per_prompt=m.images_per_caption, **common)
+        atomic_write_parquet(gens, ctx.out / "captions" / "generations.parquet")
 
 
-def _generations(path: Path) -> pl.DataFrame:
+def generation_tables(gen_dir: Path) -> list[Path]:
+    """The generations tables a generate stage wrote."""
+    return [gen_dir / part / "generations.parquet" for part in GENERATION_PARTS
+            if (gen_dir / part / "generations.parquet").exists()]
+
+
+def _generations(gen_dir: Path) -> pl.DataFrame:
+    """All generated images of a stage; `image` paths made relative to `gen_dir`."""
     from biasamp.tables import read_table
 
-    p = path / "generations.parquet"
-    if not p.exists():
-        raise BiasampError(f"no generations table in {path}", hint="re-run the generate stage")
-    return read_table(p, "generations")
+    tables = generation_tables(gen_dir)
+    if not tables:
+        raise BiasampError(f"no generations table under {gen_dir}", hint="re-run the generate stage")
+    parts = []
+    for t in tables:
+        df = read_table(t, "generations")
+        prefix = t.parent.name + "/"
+        parts.append(df.with_columns((pl.lit(prefix) + pl.col("image")).alias("image")))
+    return pl.concat(parts, how="diagonal_relaxed")
 
 
 def _labels(path: Path) -> pl.DataFrame:
@@ -164,6 +190,7 @@ def _measure(ctx: StageContext, model: str) -> None:
     if cfg.study.simulated:
         summ = json.loads((ctx.out / "summary.json").read_text())
         summ["simulated"] = True
+        summ["simulated_note"] = SIMULATED_NOTE
         atomic_write_json(summ, ctx.out / "summary.json")
 
 
@@ -205,7 +232,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                                 description=f"label {m.name}'s images (face filter real, labels SIMULATED)"))
         else:
             stages.append(Stage(f"classify-gen.{m.name}", {"classify": d["classify"]}, cls_deps,
-                                lambda ctx, m=m: _classify(ctx, [str(ctx.deps[f"generate.{m.name}"] / "generations.parquet")], "gen"),
+                                lambda ctx, m=m: _classify(ctx, [str(p) for p in generation_tables(ctx.deps[f"generate.{m.name}"])], "gen"),
                                 description=f"label {m.name}'s images"))
         deps = ["select", "classify-train", f"generate.{m.name}", f"classify-gen.{m.name}"]
         stages.append(Stage(f"measure.{m.name}", {"measure": d["measure"], "conditions": d["selection"]["conditions"],

@@ -55,7 +55,8 @@ def _finite(v: Any) -> bool:
 
 
 def _ci_text(run: RunTables) -> str:
-    ci = ((run.summary or {}).get("settings") or {}).get("ci", 0.95) if isinstance(run.summary, dict) else 0.95
+    settings = (run.summary or {}).get("settings") if isinstance(run.summary, dict) else None
+    ci = settings.get("ci", 0.95) if isinstance(settings, dict) else 0.95
     if isinstance(ci, (int, float)) and not isinstance(ci, bool) and 0 < ci < 1:
         return f"{100 * ci:g}%"
     return "95%"
@@ -96,8 +97,12 @@ def models_section(run: RunTables, figures: Figures) -> Fragment | None:
               "n_reflected", "n_mitigated", "n_significant"):
         if c not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
-    models = df["model"].cast(pl.Utf8).unique(maintain_order=True).to_list()
-    conds = order_conditions(df["condition"].cast(pl.Utf8).to_list())
+    df = df.with_columns(pl.col("model", "condition").cast(pl.Utf8), pl.col("mean_amp").cast(pl.Float64, strict=False))
+    df = df.filter(pl.col("model").is_not_null() & pl.col("condition").is_not_null())
+    if not len(df):
+        return None
+    models = df["model"].unique(maintain_order=True).to_list()
+    conds = order_conditions(df["condition"].to_list())
     cell = {(r["model"], r["condition"]): r for r in df.iter_rows(named=True)}
     ci = _ci_text(run)
 
@@ -287,7 +292,9 @@ def text_similarity_stats(run: RunTables) -> tuple[dict[str, dict], str] | None:
     source = ""
     sel = run.parquet("selection")
     if _has(sel, {"condition", "similarity"}) and sel["similarity"].drop_nulls().len() > 0:
-        sel = sel.filter(pl.col("similarity").is_not_null() & pl.col("similarity").is_not_nan())
+        sel = sel.with_columns(pl.col("condition").cast(pl.Utf8), pl.col("similarity").cast(pl.Float64, strict=False))
+        sel = sel.filter(pl.col("condition").is_not_null() & pl.col("similarity").is_not_null()
+                         & pl.col("similarity").is_not_nan())
         for c in order_conditions(sel["condition"].cast(pl.Utf8).to_list()):
             sub = sel.filter(pl.col("condition") == c)
             if "template" in sub.columns:
@@ -345,7 +352,7 @@ def similarity_section(run: RunTables, figures: Figures) -> Fragment | None:
         h, m = paragraph(
             "Cosine similarity between each selected training caption and the occupation's prompts (pooled over "
             "templates), per condition: the study's explanation of the paradox is that captions chosen by keyword are "
-            "unlike the prompts, and nearest neighbours close that gap. `all-mentions` is every caption that mentions "
+            "unlike the prompts, and nearest neighbours close that gap. “all-mentions” is every caption that mentions "
             "the occupation. Rows marked ≈ average per-occupation quantiles (weighted by captions) rather than pool "
             f"all captions. Source: {source}.")
         rows = [[c + ("" if s.get("exact", True) else " ≈"), fmt_num(s.get("n")), _fmt3(s.get("mean")),
@@ -382,7 +389,9 @@ def similarity_section(run: RunTables, figures: Figures) -> Fragment | None:
                 html_parts.append(details("Median similarity per occupation", ot.html()))
                 md_parts += ["**Median similarity per occupation**", ot.markdown()]
     if img is not None:
-        img = img.filter(pl.col("similarity").is_not_null() & pl.col("similarity").is_not_nan())
+        img = img.with_columns(pl.col("condition").cast(pl.Utf8), pl.col("similarity").cast(pl.Float64, strict=False))
+        img = img.filter(pl.col("condition").is_not_null() & pl.col("similarity").is_not_null()
+                         & pl.col("similarity").is_not_nan())
         conds = order_conditions(img["condition"].cast(pl.Utf8).to_list())
         if conds:
             h, m = paragraph(
@@ -499,8 +508,9 @@ def validation_section(run: RunTables, figures: Figures) -> Fragment | None:
         md_parts.append(f"### {md_esc(b)}")
         conf = s.get("confusion")
         if isinstance(conf, dict) and conf:
-            refs = list(conf)
-            preds = list(dict.fromkeys(p for r in refs for p in (conf[r] or {})))
+            first = {"female": 0, "male": 1}
+            refs = sorted(conf, key=lambda v: (first.get(v, 2), str(v)))
+            preds = sorted({p for r in refs for p in (conf[r] or {})}, key=lambda v: (first.get(v, 2), str(v)))
             mat = [[int((conf[r] or {}).get(p) or 0) for p in preds] for r in refs]
             ct = Table(["reference \\ predicted", *preds, "total"], [[r, *map(str, row), str(sum(row))] for r, row in zip(refs, mat)],
                        numeric=set(range(1, len(preds) + 2)), caption="Confusion matrix")
@@ -593,9 +603,12 @@ def read_image_bytes(path: str, run_dir: Path, tars: dict[str, tarfile.TarFile])
         return None
 
 
-def thumbnail_png(data: bytes, max_side: int = THUMB_SIZE) -> tuple[bytes, int, int] | None:
-    """A PNG thumbnail whose longer side is at most `max_side` pixels (aspect kept), with its
-    width and height; None when the bytes are not an image Pillow can decode."""
+def thumbnail_png(data: bytes, max_side: int = 96, *, palette: bool = True) -> tuple[bytes, int, int] | None:
+    """A PNG thumbnail whose longer side is at most `max_side` pixels (aspect kept, never
+    enlarged), with its width and height; None when the bytes are not an image Pillow can
+    decode. With `palette`, colour images are reduced to a 256-colour palette (fast octree,
+    dithered), which shrinks a photo's thumbnail by about two thirds at no visible cost at
+    this size."""
     from PIL import Image
 
     try:
@@ -604,6 +617,8 @@ def thumbnail_png(data: bytes, max_side: int = THUMB_SIZE) -> tuple[bytes, int, 
             if im.mode not in ("RGB", "RGBA", "L", "LA"):
                 im = im.convert("RGBA" if "A" in im.getbands() or im.mode == "P" else "RGB")
             im.thumbnail((max_side, max_side))
+            if palette and im.mode in ("RGB", "RGBA"):
+                im = im.quantize(256, method=Image.Quantize.FASTOCTREE)
             buf = io.BytesIO()
             im.save(buf, format="PNG", optimize=True)
             return buf.getvalue(), im.width, im.height
@@ -611,15 +626,16 @@ def thumbnail_png(data: bytes, max_side: int = THUMB_SIZE) -> tuple[bytes, int, 
         return None
 
 
-_EXAMPLES_CSS = (
-    ".ba-occ{margin:0.3rem 0 0.9rem}.ba-occ h4{margin:0.2rem 0;font-size:0.95rem}"
-    ".ba-thumbs{display:flex;flex-wrap:wrap;gap:0.45rem}"
-    f".ba-thumb{{width:{THUMB_SIZE + 8}px;margin:0;font-size:0.72rem;color:#5b6570;line-height:1.2;overflow-wrap:anywhere}}"
-    ".ba-thumb span{display:block;margin-top:0.15rem}"
-    f".ba-thumb img{{display:block;max-width:{THUMB_SIZE}px;max-height:{THUMB_SIZE}px;border:1px solid #d6dbe0}}"
-    f".ba-missing{{width:{THUMB_SIZE}px;height:{THUMB_SIZE}px;display:flex;align-items:center;justify-content:center;"
-    "text-align:center;background:#f5f7f9;border:1px dashed #a0a7ae;color:#5b6570}"
-)
+def _examples_css(size: int) -> str:
+    return (
+        ".ba-occ{margin:0.3rem 0 0.9rem}.ba-occ h4{margin:0.2rem 0;font-size:0.95rem}"
+        ".ba-thumbs{display:flex;flex-wrap:wrap;gap:0.45rem}"
+        f".ba-thumb{{width:{size + 8}px;margin:0;font-size:0.72rem;color:#5b6570;line-height:1.2;overflow-wrap:anywhere}}"
+        ".ba-thumb span{display:block;margin-top:0.15rem}"
+        f".ba-thumb img{{display:block;max-width:{size}px;max-height:{size}px;border:1px solid #d6dbe0}}"
+        f".ba-missing{{width:{size}px;height:{size}px;display:flex;align-items:center;justify-content:center;"
+        "text-align:center;background:#f5f7f9;border:1px dashed #a0a7ae;color:#5b6570}"
+    )
 
 
 @section("example-images", "Example images", order=75)
@@ -630,18 +646,20 @@ def examples_section(run: RunTables, figures: Figures) -> Fragment | None:
     for c in ("model", "condition", "group", "prompt", "item_id", "label"):
         if c not in ex.columns:
             ex = ex.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c))
-    ex = ex.with_columns(pl.col(c).cast(pl.Utf8) for c in ("model", "occupation", "condition", "label", "prompt", "item_id"))
+    ex = ex.with_columns(pl.col(c).cast(pl.Utf8) for c in ("model", "occupation", "condition", "label", "prompt", "item_id",
+                                                          "image_path"))
     cond_rank = {c: i for i, c in enumerate(order_conditions(ex["condition"].drop_nulls().to_list()))}
     ex = ex.with_columns(pl.col("condition").replace_strict(cond_rank, default=len(cond_rank), return_dtype=pl.Int64).alias("_c"))
     models = ex["model"].unique(maintain_order=True).to_list()
     thumb_dir = figures.out_dir / "thumbnails"
     tars: dict[str, tarfile.TarFile] = {}
+    written: set[str] = set()
     shown = missing = left_out = 0
     h, m = paragraph(
         f"A few generated images per occupation (thumbnails, at most {THUMB_SIZE} px), with the condition they were "
         "generated for and the classifier's label. Hover a thumbnail for its prompt. An image that could not be "
         "read is shown as a grey box.")
-    html_parts, md_parts = [_style(_EXAMPLES_CSS), h], [m]
+    html_parts, md_parts = [_style(_examples_css(THUMB_SIZE)), h], [m]
     try:
         for mi, model in enumerate(models):
             sub = ex.filter(pl.col("model").is_null() if model is None else pl.col("model") == model)
@@ -658,7 +676,7 @@ def examples_section(run: RunTables, figures: Figures) -> Fragment | None:
                     alt = f"{occ} — {cap}" if cap else str(occ)
                     title = r["prompt"] or alt
                     data = read_image_bytes(str(r["image_path"] or ""), run.run_dir, tars) if r["image_path"] else None
-                    th = thumbnail_png(data) if data is not None else None
+                    th = thumbnail_png(data, THUMB_SIZE) if data is not None else None
                     if th is None:
                         missing += 1
                         cells.append(f'<div class="ba-thumb" title="{esc(title)}"><div class="ba-missing">image '
@@ -675,6 +693,7 @@ def examples_section(run: RunTables, figures: Figures) -> Fragment | None:
 
                         name = f"m{mi}-{shown:04d}.png"
                         atomic_write_bytes(png, thumb_dir / name)
+                        written.add(name)
                         md_imgs.append(f"![{md_esc(alt)}](thumbnails/{name})")
                     else:
                         md_imgs.append(f"[{md_esc(alt)}]")
@@ -683,11 +702,17 @@ def examples_section(run: RunTables, figures: Figures) -> Fragment | None:
                     occ_md.append(f"**{md_esc(occ)}**\n\n" + " ".join(md_imgs))
             if occ_html:
                 label = model if model is not None else "generated images"
-                html_parts.append(details(f"{label}: {len(occ_html)} occupations", "".join(occ_html), open_=(mi == 0)))
+                n_occ = len(occ_html)
+                html_parts.append(details(f"{label}: {n_occ} occupation{'' if n_occ == 1 else 's'}", "".join(occ_html),
+                                          open_=(mi == 0)))
                 md_parts += [f"### {md_esc(label)}", *occ_md]
     finally:
         for t in tars.values():
             t.close()
+    if figures.write_files and thumb_dir.is_dir():  # thumbnails of an earlier build that this one did not write
+        for old in thumb_dir.glob("m*-*.png"):
+            if old.name not in written:
+                old.unlink(missing_ok=True)
     if shown + missing == 0:
         return None
     notes = []

@@ -35,9 +35,9 @@ def models_table(summaries: dict[str, dict]) -> pl.DataFrame:
 
 
 def _examples(gen_dir: Path, labels: pl.DataFrame | None, model: str, per_occupation: int) -> pl.DataFrame:
-    from biasamp.tables import read_table
+    from biasamp.study.pipeline import _generations
 
-    gens = read_table(gen_dir / "generations.parquet", "generations")
+    gens = _generations(gen_dir)
     df = gens.sort("item_id").group_by("occupation", "condition", maintain_order=True).head(per_occupation)
     df = df.with_columns(
         pl.lit(model).alias("model"),

@@ -100,12 +100,12 @@ def run_gen_labels(ctx: StageContext, model: str) -> None:
     cfg = ctx.config
     gen_dir = ctx.deps[f"generate.{model}"]
     real_dir = ctx.out / "real"
-    real = classify_images([str(gen_dir / "generations.parquet")], real_dir, classifier="dlib-onnx",
+    from biasamp.study.pipeline import _generations, generation_tables
+
+    real = classify_images([str(p) for p in generation_tables(gen_dir)], real_dir, classifier="dlib-onnx",
                            face_detector=cfg.classify.face_detector, source="gen",
                            min_face=cfg.classify.min_face_fraction, show_progress=ctx.show_progress)
-    from biasamp.tables import read_table
-
-    gens = read_table(gen_dir / "generations.parquet", "generations").sort("item_id")
+    gens = _generations(gen_dir).sort("item_id")
     caps = _caption_indicators(ctx)
     occs = sorted(gens["occupation"].unique().to_list())
     shares = occupation_shares(cfg, occs)
