@@ -42,6 +42,15 @@ def ray_engine(ray_cluster):
 def two_nodes(ray_cluster, ray_engine):
     """The engine, with the worker node brought back first if an earlier test killed it."""
     if not ray_cluster.node_pids(ray_cluster.ips[1]):  # killed by an earlier test: start it again
-        ray_cluster.add_node(ray_cluster.ips[1])
-        ray_cluster.wait_for_nodes(2)
+        import time
+
+        import ray
+
+        ip = ray_cluster.ips[1]
+        before = {n["NodeID"] for n in ray.nodes()}
+        ray_cluster.add_node(ip)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and not any(
+                n.get("Alive") and n["NodeManagerAddress"] == ip and n["NodeID"] not in before for n in ray.nodes()):
+            time.sleep(0.2)
     return ray_engine

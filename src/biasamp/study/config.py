@@ -198,6 +198,18 @@ class StudyConfig(_Section):
             return p
         return str((self.base_dir / p).resolve())
 
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Backend options with relative paths made relative to the config file: a string
+        that starts with ./ or ../, or names something that exists beside the config."""
+        out = {}
+        for k, v in options.items():
+            if isinstance(v, str) and "://" not in v and not Path(v).is_absolute() and (
+                v.startswith(("./", "../")) or (self.base_dir / v).exists()
+            ):
+                v = str((self.base_dir / v).resolve())
+            out[k] = v
+        return out
+
     @property
     def out_dir(self) -> Path:
         return Path(self.resolve(self.study.out))

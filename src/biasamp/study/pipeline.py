@@ -82,16 +82,16 @@ def run_fetch(ctx: StageContext) -> None:
 
     ti = ctx.config.training_images
     fetch_training_images(_selection(ctx.deps["select"]), ctx.out, source=ti.source,
-                          show_progress=ctx.show_progress, **ti.options)
+                          show_progress=ctx.show_progress, **ctx.config.resolve_options(ti.options))
 
 
 def _classify(ctx: StageContext, inputs, source: str) -> None:
     from biasamp.classify import classify_images
 
     c = ctx.config.classify
-    opts = dict(c.options)
+    opts = ctx.config.resolve_options(dict(c.options))
     if c.model:
-        opts.setdefault("model", c.model)
+        opts.setdefault("model", ctx.config.resolve_options({"model": c.model})["model"])
     classify_images(
         inputs, ctx.out, classifier=c.classifier, face_detector=c.face_detector, source=source,
         min_face=c.min_face_fraction, low=c.male_threshold, high=c.female_threshold, nsfw=c.nsfw_filter,
