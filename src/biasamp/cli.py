@@ -37,8 +37,17 @@ def _root(
     """biasamp: stage commands over tables in a run directory."""
 
 
+#: Stages in the order a study runs them (help lists commands in this order); others follow.
+STAGE_ORDER = ("study", "demo", "corpus", "select", "generate", "images", "classify", "measure", "report",
+               "annotate", "simulate", "engines")
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
+
+
 def _register_stages() -> None:
-    for mod in sorted(pkgutil.iter_modules(biasamp.__path__), key=lambda m: m.name):
+    for mod in sorted(pkgutil.iter_modules(biasamp.__path__), key=lambda m: _order(m.name)):
         if not mod.ispkg:
             continue
         name = f"biasamp.{mod.name}.commands"

@@ -46,7 +46,8 @@ def print_table(df: pl.DataFrame, title: str | None = None, *, max_rows: int = 4
     for c in df.columns:
         # short columns (names, numbers, intervals) never wrap; long text may
         width = max([len(str(c))] + [len(str(v)) for v in df[c].head(max_rows).to_list()])
-        table.add_column(str(c), justify="right" if df.schema[c].is_numeric() else "left", no_wrap=width <= 24)
+        table.add_column(str(c), justify="right" if df.schema[c].is_numeric() else "left", no_wrap=width <= 24,
+                         min_width=min(width, 18))
     for row in df.head(max_rows).iter_rows():
         table.add_row(*[(f"{v:.{floats}f}" if isinstance(v, float) else "" if v is None else str(v)) for v in row])
     console.print(table)

@@ -582,8 +582,6 @@ def embed_to_shards(
         t0 = time.perf_counter()
         if todo:
             gpus = _gpus(eng, num_gpus)
-            if gpus and "device" not in kwargs:
-                kwargs["device"] = "auto"
             jobs = [(s, [texts[i] for i in parts[s]]) for s in todo]
             from biasamp import ui
 
