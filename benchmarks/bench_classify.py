@@ -11,7 +11,6 @@ one image at a time — both measured here, in the same run, on the same images.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile

@@ -1,7 +1,7 @@
 """Benchmark of the caption query on the Ray engine (`biasamp.engines`).
 
-    python benchmarks/bench_ray.py                 # 6M captions in 12 files
-    python benchmarks/bench_ray.py --captions 2000000 --files 8
+    python benchmarks/bench_ray.py                 # 12M captions in 24 files, best of 3
+    python benchmarks/bench_ray.py --captions 2000000 --files 8 --repeat 1
     python benchmarks/bench_ray.py --report-only   # never exit non-zero
 
 Measures, in one run, on a synthetic corpus in the LAION-2B-en schema (generated once into
@@ -13,9 +13,11 @@ Measures, in one run, on a synthetic corpus in the LAION-2B-en schema (generated
    POLARS_MAX_THREADS=1);
 3. Ray engine, two nodes with 1 CPU each (127.0.0.2 + 127.0.0.3, loopback only).
 
-Each Ray cluster is started before its timing and its workers are warmed up (one trivial
-task per CPU), so the figures are the stage's, not Ray's start-up; the start-up time is
-printed too. The three runs' mentions are checked to be identical.
+Both clusters are started first (their start-up is printed, not timed); then the three
+settings run in turn, --repeat rounds, so that they see the same load on a shared machine.
+Each Ray timing joins its cluster with a fresh driver and warms the workers up first (two
+trivial tasks per CPU), so the figures are the stage's, not Ray's start-up. The three
+runs' mentions are checked to be identical.
 
 Targets (exit 1 if missed, unless --report-only): two nodes >= 1.7x the throughput of one
 node; one Ray node within 1.3x of the local engine's time. The machine may be shared: the
@@ -85,30 +87,24 @@ def _warm(engine, n: int) -> None:
     list(engine.map(f, range(2 * n)))
 
 
-def run_ray(corpus_dir: Path, out: Path, nodes: int, repeat: int) -> tuple[list[float], float]:
+def time_ray(cluster, corpus_dir: Path, out: Path, nodes: int) -> float:
+    """Join `cluster` with a fresh driver, warm its workers up, time one query, leave."""
     import ray
 
-    from biasamp.engines.cluster import LocalCluster
     from biasamp.engines.ray_engine import RayEngine
     from biasamp.engines.stages import query_corpus
 
-    t0 = time.perf_counter()
-    with LocalCluster(nodes=nodes, cpus_per_node=1, object_store_memory=200_000_000) as cluster:
-        engine = RayEngine(cluster.address, node_ip_address=cluster.head_ip, env={"POLARS_MAX_THREADS": "1"}).connect()
-        try:
-            cluster.wait_for_nodes(nodes)
-            _warm(engine, nodes)
-            started = time.perf_counter() - t0
-            times = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                query_corpus(str(corpus_dir), out, engine=engine, names=None, progress=False, overwrite=True)
-                times.append(time.perf_counter() - t)
-        finally:
-            engine.close()
-            if ray.is_initialized():
-                ray.shutdown()
-    return times, started
+    engine = RayEngine(cluster.address, node_ip_address=cluster.head_ip, env={"POLARS_MAX_THREADS": "1"}).connect()
+    try:
+        cluster.wait_for_nodes(nodes)
+        _warm(engine, nodes)
+        t = time.perf_counter()
+        query_corpus(str(corpus_dir), out, engine=engine, names=None, progress=False, overwrite=True)
+        return time.perf_counter() - t
+    finally:
+        engine.close()
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def same_mentions(*outs: Path) -> bool:
@@ -120,9 +116,9 @@ def same_mentions(*outs: Path) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--captions", type=int, default=6_000_000)
-    ap.add_argument("--files", type=int, default=12)
-    ap.add_argument("--repeat", type=int, default=2, help="timed runs per setting (the best counts)")
+    ap.add_argument("--captions", type=int, default=12_000_000)
+    ap.add_argument("--files", type=int, default=24)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per setting (the best counts)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "biasamp-bench-ray")
     ap.add_argument("--report-only", action="store_true", help="print the figures, never fail")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
@@ -136,12 +132,25 @@ def main() -> int:
     outs = {k: a.cache / f"out-{k}" for k in ("local", "ray1", "ray2")}
     print(f"corpus: {a.captions:,} captions in {a.files} files; {load()}", flush=True)
 
-    local = [run_local(c, outs["local"]) for _ in range(a.repeat)]
-    print(f"local engine, 1 CPU:   best {min(local):6.2f} s  (runs {', '.join(f'{x:.2f}' for x in local)}); {load()}", flush=True)
-    ray1, s1 = run_ray(c, outs["ray1"], 1, a.repeat)
-    print(f"ray, 1 node x 1 CPU:   best {min(ray1):6.2f} s  (runs {', '.join(f'{x:.2f}' for x in ray1)}; cluster start {s1:.1f} s); {load()}", flush=True)
-    ray2, s2 = run_ray(c, outs["ray2"], 2, a.repeat)
-    print(f"ray, 2 nodes x 1 CPU:  best {min(ray2):6.2f} s  (runs {', '.join(f'{x:.2f}' for x in ray2)}; cluster start {s2:.1f} s); {load()}", flush=True)
+    from biasamp.engines.cluster import LocalCluster
+
+    t0 = time.perf_counter()
+    one = LocalCluster(nodes=1, cpus_per_node=1, object_store_memory=200_000_000, first_ip=2).start()
+    two = LocalCluster(nodes=2, cpus_per_node=1, object_store_memory=200_000_000, first_ip=4)
+    try:
+        two.start()
+        print(f"clusters started in {time.perf_counter() - t0:.1f} s (one node on 127.0.0.2; two nodes on 127.0.0.4-5)", flush=True)
+        local, ray1, ray2 = [], [], []
+        for r in range(a.repeat):  # interleaved, so that the three settings see the same load
+            local.append(run_local(c, outs["local"]))
+            ray1.append(time_ray(one, c, outs["ray1"], 1))
+            ray2.append(time_ray(two, c, outs["ray2"], 2))
+            print(f"  round {r + 1}: local {local[-1]:.2f} s, ray 1 node {ray1[-1]:.2f} s, ray 2 nodes {ray2[-1]:.2f} s; {load()}", flush=True)
+    finally:
+        one.stop()
+        two.stop()
+    for name, ts in (("local engine, 1 CPU:  ", local), ("ray, 1 node x 1 CPU: ", ray1), ("ray, 2 nodes x 1 CPU:", ray2)):
+        print(f"{name} best {min(ts):6.2f} s  (runs {', '.join(f'{x:.2f}' for x in ts)})")
 
     t_local, t1, t2 = min(local), min(ray1), min(ray2)
     scale = t1 / t2

@@ -29,7 +29,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 
 VIT_L14 = dict(
     text=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,

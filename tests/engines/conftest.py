@@ -9,6 +9,7 @@ import os
 import pytest
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the test cluster listens on loopback only
 
 
 @pytest.fixture(scope="session")

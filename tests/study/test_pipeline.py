@@ -136,7 +136,10 @@ def test_real_path_runs_every_stage_and_resumes(tmp_path):
 def test_simulated_path_shows_the_paradox_machinery(tmp_path, cli_runner):
     from biasamp.cli import app
 
-    cfg_path = _write_config(tmp_path, simulated=True)
+    rows = [("female", "female")] * 45 + [("male", "female")] * 5 + [("male", "male")] * 47 + [("female", "male")] * 3
+    pl.DataFrame({"item_id": [str(i) for i in range(100)], "label": [a for a, _ in rows],
+                  "reference": [b for _, b in rows]}).write_csv(tmp_path / "val.csv")
+    cfg_path = _write_config(tmp_path, simulated=True, extra='validation = "val.csv"')
     r = cli_runner.invoke(app, ["run", str(cfg_path), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "to run" in r.output and "fetch" not in r.output
@@ -150,6 +153,11 @@ def test_simulated_path_shows_the_paradox_machinery(tmp_path, cli_runner):
     assert summary["simulated"] is True and "Simulated" in summary["simulated_note"]
     html = (run / "report" / "index.html").read_text()
     assert "Part of this study is simulated" in html
+    # the validation set corrects the shares, and the report shows the classifier's figures
+    amp = pl.read_parquet(run / "amplification.parquet")
+    assert "amp_corrected" in amp.columns
+    assert json.loads((run / "validation.json").read_text())
+    assert 'id="classifier-validation"' in html and 'id="models"' in html
     r = cli_runner.invoke(app, ["run", str(cfg_path), "--dry-run"])
     assert "to run" not in r.output
     # a measure setting changes only measure and report

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -447,7 +447,6 @@ class Thresholds:
 
     low: float = 0.1
     high: float = 0.9
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not (0.0 <= self.low <= self.high <= 1.0):

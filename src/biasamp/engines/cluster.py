@@ -105,6 +105,7 @@ class LocalCluster:
     def _env(self) -> dict:
         env = dict(os.environ)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only; a driver joins with the same setting
         return env
 
     def _run(self, args: list[str]) -> None:
@@ -121,6 +122,10 @@ class LocalCluster:
                                hint="see the Ray log folder " + str(self.temp_dir))
 
     def start(self) -> LocalCluster:
+        """Start the nodes. Token authentication is off unless RAY_AUTH_MODE says otherwise
+        (the nodes listen on loopback only); `start` sets the same RAY_AUTH_MODE in this
+        process, so a driver started here joins with the same setting."""
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray = _ray_cli()
         common = ["--num-cpus", str(self.cpus_per_node), "--object-store-memory", str(self.object_store_memory),
                   "--disable-usage-stats", "--temp-dir", str(self.temp_dir)]

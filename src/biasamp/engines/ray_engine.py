@@ -93,14 +93,16 @@ class RayEngine(Engine):
     num_cpus: CPUs of the local instance (when one is started). node_ip_address: the address
     this driver is reachable on (needed when the cluster's nodes use addresses other than
     the host's, e.g. loopback test clusters). max_retries: re-runs of a task or a batch
-    after a worker or node failure. env: extra environment for the workers.
+    after a worker or node failure. env: extra environment for the workers. scheduling:
+    Ray's scheduling strategy for tasks and actors ("SPREAD": over all nodes, the default;
+    "DEFAULT": Ray's, which fills the driver's node first).
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, node_ip_address: str | None = None,
                  namespace: str | None = None, max_retries: int = 3, max_in_flight: int | None = None,
-                 env: dict[str, str] | None = None, init_options: dict | None = None):
+                 env: dict[str, str] | None = None, init_options: dict | None = None, scheduling: str = "SPREAD"):
         self.address = address
         self.num_cpus = num_cpus
         self.node_ip_address = node_ip_address
@@ -110,6 +112,7 @@ class RayEngine(Engine):
         self.env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         self.env.update(env or {})
         self.init_options = dict(init_options or {})
+        self.scheduling = scheduling
         self._started = False
         self._ready = False
 
@@ -190,7 +193,8 @@ class RayEngine(Engine):
 
     # -- tasks ---------------------------------------------------------------------------
     def _task_options(self, num_cpus, num_gpus, memory) -> dict:
-        opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=self.max_retries, retry_exceptions=False)
+        opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=self.max_retries, retry_exceptions=False,
+                                    scheduling_strategy=self.scheduling)
         if memory:
             opts["memory"] = int(memory)
         return opts
@@ -274,7 +278,8 @@ class _ActorPool:
         self.ray, self.cls, self.args, self.kwargs, self.method = ray, cls, args, kwargs, method
         self.size = size
         self.max_retries = engine.max_retries
-        self.Actor = ray.remote(_Host).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)
+        self.Actor = ray.remote(_Host).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
+                                               scheduling_strategy=engine.scheduling)
         self.env = dict(engine.env)
         self.replacements = 0
         self.max_replacements = max(engine.max_retries * size, 1)

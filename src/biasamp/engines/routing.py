@@ -4,7 +4,8 @@
 the stage commands call (`query_corpus`, `embed_to_shards`, `generate_images`,
 `classify_images`, `fetch_training_images`) are those of `biasamp.engines.stages`, bound to
 `engine`. `biasamp scale --engine ray --address HOST:PORT <stage command> …` uses it, so
-every option of a stage command works on the cluster. `used` tells which stages went
+every option of a stage command works on the cluster; a study runner can run its stages
+inside it the same way. `used` tells which stages went
 through the engine (a stage command that bypassed it is reported, never silently run
 locally).
 """
@@ -17,14 +18,18 @@ from contextlib import contextmanager
 
 from biasamp.engines import Engine
 
-#: (module the stage command imports the function from, function name) -> function in
-#: `biasamp.engines.stages`, and the stage command that calls it.
-ROUTES: dict[tuple[str, str], tuple[str, str]] = {
-    ("biasamp.corpus.query", "query_corpus"): ("query_corpus", "captions query"),
-    ("biasamp.select.embedders", "embed_to_shards"): ("embed_to_shards", "embed"),
-    ("biasamp.generate", "generate_images"): ("generate_images", "generate"),
-    ("biasamp.classify", "classify_images"): ("classify_images", "classify"),
-    ("biasamp.images.fetch", "fetch_training_images"): ("fetch_training_images", "fetch"),
+#: (module a caller imports the function from, function name) -> function in
+#: `biasamp.engines.stages`. Both the defining module and the package that re-exports
+#: the function are listed, so `from biasamp.images import fetch_training_images` is
+#: routed as well as `from biasamp.images.fetch import fetch_training_images`.
+ROUTES: dict[tuple[str, str], str] = {
+    ("biasamp.corpus.query", "query_corpus"): "query_corpus",
+    ("biasamp.corpus", "query_corpus"): "query_corpus",
+    ("biasamp.select.embedders", "embed_to_shards"): "embed_to_shards",
+    ("biasamp.generate", "generate_images"): "generate_images",
+    ("biasamp.classify", "classify_images"): "classify_images",
+    ("biasamp.images.fetch", "fetch_training_images"): "fetch_training_images",
+    ("biasamp.images", "fetch_training_images"): "fetch_training_images",
 }
 
 
@@ -40,7 +45,7 @@ def routed(engine: Engine, per_stage: dict[str, dict] | None = None):
     used: set[str] = set()
     saved = []
     try:
-        for (module, name), (target, _) in ROUTES.items():
+        for (module, name), target in ROUTES.items():
             mod = importlib.import_module(module)
             original = getattr(mod, name)
             stages.ORIGINALS.setdefault((module, name), original)

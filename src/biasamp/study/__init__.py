@@ -4,6 +4,16 @@ from biasamp.study.config import StudyConfig, load_config, parse_config
 from biasamp.study.runner import Runner, RunResult, Stage
 
 
+def _set_threads(n: int | None) -> None:
+    if n is None:
+        return
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch-free installs run no model stage
+        return
+    torch.set_num_threads(n)
+
+
 def plan_study(config: StudyConfig | str):
     """The stage plan of a study config (a Polars table: stage, key, status, reads)."""
     from biasamp.study.pipeline import build_stages
@@ -17,6 +27,7 @@ def run_study(config: StudyConfig | str, *, force: tuple[str, ...] = (), show_pr
     from biasamp.study.pipeline import build_stages
 
     cfg = load_config(config) if isinstance(config, str) else config
+    _set_threads(cfg.study.threads)
     runner = Runner(cfg, build_stages(cfg), show_progress=show_progress)
     unknown = [f for f in force if f not in {s.name for s in runner.stages}]
     if unknown:

@@ -29,6 +29,8 @@ class StudySection(_Section):
     name: str = "study"
     out: str = "runs/study"
     seed: int = 0
+    #: CPU threads for torch (None: torch's default). 1 is fastest for tiny models or a busy machine.
+    threads: Annotated[int, Field(gt=0)] | None = None
     simulated: bool = Field(False, description="set by the demo: labels partly come from the simulator")
 
 

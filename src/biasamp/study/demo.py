@@ -18,7 +18,7 @@ DEMO_OCCUPATIONS = ["engineer", "nurse", "pilot", "teacher", "chef", "librarian"
                     "doctor", "hairdresser", "plumber", "secretary"]
 
 
-def write_demo_inputs(out: str | Path, *, n_captions: int = 16_000, seed: int = 0) -> Path:
+def write_demo_inputs(out: str | Path, *, n_captions: int = 12_000, seed: int = 0) -> Path:
     """Write the demo's corpus, occupations, tiny model and config into `out/inputs`;
     return the config path. Re-running reuses what is there."""
     from biasamp.corpus.synthetic import make_corpus
@@ -50,6 +50,7 @@ DEMO_CONFIG = """\
 name = "demo (simulated labels)"
 out = "{out}"
 seed = 0
+threads = 1          # tiny models run fastest on one CPU thread
 simulated = true
 
 [corpus]
@@ -59,7 +60,7 @@ lexicon = "paper"
 
 [selection]
 conditions = ["keyword", "captions-as-prompts", "nearest", "nearest-no-indicators", "no-indicators"]
-n = 100
+n = 80
 k = 60
 templates = ["study"]
 embedder = "minilm"
@@ -72,7 +73,7 @@ device = "cpu"
 steps = 2
 width = 32
 height = 32
-images_per_prompt = 50
+images_per_prompt = 60
 images_per_caption = 1
 batch_size = 32
 

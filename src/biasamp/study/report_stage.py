@@ -95,6 +95,13 @@ def run_report(ctx: StageContext) -> None:
     if examples:
         atomic_write_parquet(pl.concat(examples, how="diagonal_relaxed"), run / "examples.parquet")
 
+    if cfg.measure.validation:
+        # the labelled validation set behind the correction: the report shows its figures
+        from biasamp.classify import validate_labels
+        from biasamp.tables import read_table
+
+        validate_labels([read_table(cfg.resolve(cfg.measure.validation))], out=run)
+
     atomic_write_json(cfg.model_dump(mode="json"), run / "config.json")
     if cfg.source_text:
         atomic_write_text(cfg.source_text, run / "config.toml")
