@@ -62,17 +62,32 @@ def _child(corpus_dir: str, out: str) -> None:
     """The local engine on one core (POLARS_MAX_THREADS=1 is set by the parent)."""
     from biasamp.engines.stages import query_corpus
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     query_corpus(corpus_dir, out, engine="local", names=None, progress=False, workers=1, overwrite=True)
-    print(json.dumps({"seconds": time.perf_counter() - t}))
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c}))
 
 
-def run_local(corpus_dir: Path, out: Path) -> float:
+def run_local(corpus_dir: Path, out: Path) -> tuple[float, float]:
     env = dict(os.environ, POLARS_MAX_THREADS="1", OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, __file__, "--_child", str(corpus_dir), str(out)], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit(f"local run failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    return d["seconds"], d["cpu"]
+
+
+def cluster_cpu(cluster) -> float:
+    """CPU seconds used so far by the processes of `cluster` (raylets, workers, …)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in cluster._own():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / tick
 
 
 def _warm(engine, n: int) -> None:
@@ -87,8 +102,9 @@ def _warm(engine, n: int) -> None:
     list(engine.map(f, range(2 * n)))
 
 
-def time_ray(cluster, corpus_dir: Path, out: Path, nodes: int) -> float:
-    """Join `cluster` with a fresh driver, warm its workers up, time one query, leave."""
+def time_ray(cluster, corpus_dir: Path, out: Path, nodes: int) -> tuple[float, float]:
+    """Join `cluster` with a fresh driver, warm its workers up, time one query, leave.
+    Returns (wall seconds, CPU seconds of the cluster's processes and this driver)."""
     import ray
 
     from biasamp.engines.ray_engine import RayEngine
@@ -98,9 +114,10 @@ def time_ray(cluster, corpus_dir: Path, out: Path, nodes: int) -> float:
     try:
         cluster.wait_for_nodes(nodes)
         _warm(engine, nodes)
-        t = time.perf_counter()
+        t, c0, d0 = time.perf_counter(), cluster_cpu(cluster), time.process_time()
         query_corpus(str(corpus_dir), out, engine=engine, names=None, progress=False, overwrite=True)
-        return time.perf_counter() - t
+        wall = time.perf_counter() - t
+        return wall, cluster_cpu(cluster) - c0 + time.process_time() - d0
     finally:
         engine.close()
         if ray.is_initialized():
@@ -141,11 +158,16 @@ def main() -> int:
         two.start()
         print(f"clusters started in {time.perf_counter() - t0:.1f} s (one node on 127.0.0.2; two nodes on 127.0.0.4-5)", flush=True)
         local, ray1, ray2 = [], [], []
+        cpu = {"local": [], "ray1": [], "ray2": []}
         for r in range(a.repeat):  # interleaved, so that the three settings see the same load
-            local.append(run_local(c, outs["local"]))
-            ray1.append(time_ray(one, c, outs["ray1"], 1))
-            ray2.append(time_ray(two, c, outs["ray2"], 2))
-            print(f"  round {r + 1}: local {local[-1]:.2f} s, ray 1 node {ray1[-1]:.2f} s, ray 2 nodes {ray2[-1]:.2f} s; {load()}", flush=True)
+            for name, ts, fn in (("local", local, lambda: run_local(c, outs["local"])),
+                                 ("ray1", ray1, lambda: time_ray(one, c, outs["ray1"], 1)),
+                                 ("ray2", ray2, lambda: time_ray(two, c, outs["ray2"], 2))):
+                wall, used = fn()
+                ts.append(wall)
+                cpu[name].append(used)
+            print(f"  round {r + 1}: local {local[-1]:.2f} s ({cpu['local'][-1]:.1f} CPU-s), ray 1 node {ray1[-1]:.2f} s "
+                  f"({cpu['ray1'][-1]:.1f} CPU-s), ray 2 nodes {ray2[-1]:.2f} s ({cpu['ray2'][-1]:.1f} CPU-s); {load()}", flush=True)
     finally:
         one.stop()
         two.stop()
@@ -161,6 +183,9 @@ def main() -> int:
           f"ray 2 nodes {a.captions / t2 / 1e6:.2f}M captions/s")
     print(f"two nodes vs one node: {scale:.2f}x throughput   (target >= {TARGET_SCALE}x)")
     print(f"ray 1 node vs local:   {overhead:.2f}x time         (target <= {TARGET_OVERHEAD}x)")
+    print(f"CPU seconds per run (median): local {sorted(cpu['local'])[len(local) // 2]:.1f}, ray 1 node "
+          f"{sorted(cpu['ray1'])[len(ray1) // 2]:.1f}, ray 2 nodes {sorted(cpu['ray2'])[len(ray2) // 2]:.1f} "
+          "(cluster processes + driver): the work does not grow with the nodes")
     print(f"identical mentions on all three: {same}")
     print(load())
     for o in outs.values():
