@@ -173,3 +173,18 @@ def test_force_names_unknown_stage(tmp_path):
     cfg = load_config(_write_config(tmp_path, simulated=True))
     with pytest.raises(BiasampError, match="unknown stage"):
         run_study(cfg, force=("nope",), show_progress=False)
+
+
+def test_engine_setting_routes_heavy_stages(tmp_path, monkeypatch):
+    """`[engine] name = "ray"` sends query, generation and classification through the
+    engine layer (here a local engine stands in for the cluster, which tests/engines cover)."""
+    from biasamp import engines
+    from biasamp.engines import LocalEngine
+
+    monkeypatch.setattr(engines, "engine_from_config", lambda section: LocalEngine())
+    cfg_path = _write_config(tmp_path, simulated=True)
+    cfg_path.write_text(cfg_path.read_text() + '\n[engine]\nname = "ray"\naddress = "127.0.0.2:6390"\n')
+    result = run_study(load_config(cfg_path), show_progress=False)
+    assert result.results["engine"] == "ray"
+    assert {"query_corpus", "generate_images"} <= set(result.results["engine_stages"])
+    assert (tmp_path / "run" / "report" / "index.html").exists()

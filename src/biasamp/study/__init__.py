@@ -14,6 +14,22 @@ def _set_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
+def run_on_engine(cfg: StudyConfig, runner: Runner, force: tuple[str, ...] = ()) -> RunResult:
+    """Run the plan; with `[engine] name = "ray"`, the heavy stages (query, generation,
+    classification, download) run on the cluster through `biasamp.engines.routing`."""
+    if cfg.engine.name == "local":
+        return runner.run(force=force)
+    from biasamp import engines
+    from biasamp.engines.routing import routed
+
+    engine = engines.engine_from_config(cfg.engine)
+    with routed(engine) as used:
+        result = runner.run(force=force)
+    result.results["engine"] = cfg.engine.name
+    result.results["engine_stages"] = sorted(used)
+    return result
+
+
 def plan_study(config: StudyConfig | str):
     """The stage plan of a study config (a Polars table: stage, key, status, reads)."""
     from biasamp.study.pipeline import build_stages
@@ -35,7 +51,7 @@ def run_study(config: StudyConfig | str, *, force: tuple[str, ...] = (), show_pr
 
         raise BiasampError(f"--force names unknown stage(s) {unknown}",
                            hint=f"stages: {', '.join(s.name for s in runner.stages)}")
-    result = runner.run(force=force)
+    result = run_on_engine(cfg, runner, force)
     report = cfg.out_dir / "report" / "index.html"
     result.report = report if report.exists() else None
     return result

@@ -44,10 +44,10 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             print_table(runner.plan(), title=f"plan for {config} → {cfg.out_dir}")
             return
-        from biasamp.study import _set_threads
+        from biasamp.study import _set_threads, run_on_engine
 
         _set_threads(cfg.study.threads)
-        result = runner.run(force=tuple(force))
+        result = run_on_engine(cfg, runner, tuple(force))
         print_table(_summary_rows(result), title=f"stages ({result.seconds:.1f} s)")
         _print_paradox(cfg.out_dir)
 
