@@ -46,53 +46,25 @@ TINY = dict(
 )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+def build_model(folder: Path, spec: dict, device: str) -> tuple[Path, int]:
+    """A random CLIP of `spec`'s shape, saved (fp16 on GPU) with tokenizer + preprocessing;
+    returns the folder and the model's parameter count."""
+    from math import prod
 
+    from safetensors import safe_open
 
-def build_model(folder: Path, spec: dict, device: str) -> Path:
-    """A random CLIP of `spec`'s shape, saved (fp16 on GPU) with tokenizer + preprocessing."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from biasamp.testing import build_tiny_clip
 
-    try:
-        from transformers import CLIPImageProcessorPil as Proc
-    except ImportError:  # pragma: no cover
-        from transformers import CLIPImageProcessor as Proc
-    vocab: dict[str, int] = {}
-    syms = list(_bytes_to_unicode().values())
-    for s in syms:
-        vocab[s] = len(vocab)
-    for s in syms:
-        vocab[s + "</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt")).save_pretrained(folder)
-    text = dict(spec["text"], bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                pad_token_id=vocab["<|endoftext|>"])
-    text["vocab_size"] = max(text["vocab_size"], len(vocab))
-    cfg = CLIPConfig(text_config=text, vision_config=spec["vision"], projection_dim=spec["projection_dim"])
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = CLIPModel(cfg).eval()
+    build_tiny_clip(folder, text=spec["text"], vision=spec["vision"], projection_dim=spec["projection_dim"],
+                    device=device, dtype="float16" if device.startswith("cuda") else None)
     if device.startswith("cuda"):
-        model = model.half()
-    model.save_pretrained(folder)
-    size = spec["image_size"]
-    Proc(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
-    n_params = sum(p.numel() for p in model.parameters())
-    del model
-    if device.startswith("cuda"):
+        import torch
+
         torch.cuda.empty_cache()
+    n_params = 0
+    for part in folder.glob("*.safetensors"):  # one file, or shards
+        with safe_open(str(part), framework="numpy") as f:
+            n_params += sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
     return folder, n_params
 
 

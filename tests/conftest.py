@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
 FAIR_DIFFUSION = SHARED / "data" / "fair-diffusion"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +32,27 @@ def fair_diffusion_dir() -> Path:
 
 @pytest.fixture
 def cli_runner():
+    """A CLI runner on a wide terminal: typer prints a BiasampError in a rich panel ("Error"
+    title, exit code 2), which would otherwise wrap long messages (paths) at 80 columns."""
     from typer.testing import CliRunner
 
-    return CliRunner()
+    return CliRunner(env={"COLUMNS": "500"})
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """Debian's chromium, headless, driven by Playwright: one browser for the whole session.
+    Skips when chromium or playwright is not installed, or the browser does not start."""
+    exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if not exe:
+        pytest.skip("Debian chromium is not installed (/usr/bin/chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pw = sync_api.sync_playwright().start()
+    try:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+    except Exception as e:  # a broken browser install is an environment problem, not a bug under test
+        pw.stop()
+        pytest.skip(f"chromium does not start: {e}")
+    yield browser
+    browser.close()
+    pw.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import polars as pl
@@ -10,25 +9,8 @@ import pytest
 
 from biasamp.annotate import load_task, serve_task
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 LABEL_KEYS = {"female": "f", "male": "m", "unsure": "u", "no_person": "n", "several_people": "s"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (/usr/bin/chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    pw = sync_api.sync_playwright().start()
-    b = pw.chromium.launch(
-        executable_path=CHROMIUM,
-        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run"],
-    )
-    yield b
-    b.close()
-    pw.stop()
 
 
 @pytest.fixture
@@ -92,9 +74,9 @@ def answers(task_dir) -> dict[tuple[str, int], str]:
     return {(e["annotator"], e["key"]): e["label"] for e in log.current_answers()}
 
 
-def test_clicks_keys_and_undo(browser, served, task_dir, expect):
+def test_clicks_keys_and_undo(chromium_browser, served, task_dir, expect):
     srv, task = served
-    ctx = browser.new_context()
+    ctx = chromium_browser.new_context()
     pg = Page(ctx, srv.url, expect)
     expect(pg.page.locator("#start")).to_be_visible()
     pg.login("ana")
@@ -134,10 +116,10 @@ def test_clicks_keys_and_undo(browser, served, task_dir, expect):
     ctx.close()
 
 
-def test_reload_mid_task_and_come_back_later(browser, served, task_dir, expect):
+def test_reload_mid_task_and_come_back_later(chromium_browser, served, task_dir, expect):
     srv, task = served
     n = task.n_items
-    ctx = browser.new_context()
+    ctx = chromium_browser.new_context()
     pg = Page(ctx, srv.url, expect)
     pg.login("carla")
     for i in range(3):
@@ -152,7 +134,7 @@ def test_reload_mid_task_and_come_back_later(browser, served, task_dir, expect):
     pg.progress(4, n)
     ctx.close()
     # another browser (no stored name): pick the name from the list and continue
-    ctx2 = browser.new_context()
+    ctx2 = chromium_browser.new_context()
     pg2 = Page(ctx2, srv.url, expect)
     known = pg2.page.locator("#known button")
     expect(known).to_have_text([f"carla (4/{n})"])
@@ -180,12 +162,12 @@ def served_by_label(tmp_path, labels_path):
     srv.stop()
 
 
-def test_two_annotators_then_export_and_validate(browser, served_by_label, labels_path, expect, cli_runner, tmp_path):
+def test_two_annotators_then_export_and_validate(chromium_browser, served_by_label, labels_path, expect, cli_runner, tmp_path):
     srv, task = served_by_label
     task_dir = task.folder
     n = task.n_items
     p_female = dict(zip(task.items["key"], task.items["p_female"]))
-    ctx_a, ctx_b = browser.new_context(), browser.new_context()
+    ctx_a, ctx_b = chromium_browser.new_context(), chromium_browser.new_context()
     ana, bob = Page(ctx_a, srv.url, expect), Page(ctx_b, srv.url, expect)
     ana.login("ana")
     bob.login("bob")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import polars as pl
@@ -19,47 +18,13 @@ from biasamp.tables import validate
 D = 16
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A random CLIP built from a config with an offline byte-level tokenizer, saved to disk."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from biasamp.testing import build_tiny_clip
 
-    d = tmp_path_factory.mktemp("clip")
-    syms = list(_bytes_to_unicode().values())
-    vocab = {s: i for i, s in enumerate(syms)}
-    vocab.update({s + "</w>": len(syms) + i for i, s in enumerate(syms)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
-    eos = vocab["<|endoftext|>"]
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"], eos_token_id=eos, pad_token_id=eos,
-        ),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
-        projection_dim=D,
-    )
-    torch.manual_seed(0)
-    model = CLIPModel(cfg)
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return build_tiny_clip(tmp_path_factory.mktemp("clip"), image_size=32, patch_size=8, heads=4, projection_dim=D,
+                           processor=False)
 
 
 def _reference_text_embeddings(path, texts):

@@ -1,42 +1,16 @@
 """The report in a real browser (Debian's chromium, headless): tables and figures render,
 text from data stays text, and nothing is fetched from outside the file."""
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from biasamp.report import build_report
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("chromium is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed")
-    pw = sync_playwright().start()
-    try:
-        b = pw.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"), args=ARGS)
-    except Exception as e:  # a broken browser install is an environment problem, not a report bug
-        pw.stop()
-        pytest.skip(f"chromium does not start: {e}")
-    yield b
-    b.close()
-    pw.stop()
-
-
-def test_report_renders_inert_and_offline(browser, built_report):
+def test_report_renders_inert_and_offline(chromium_browser, built_report):
     paths = built_report
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
     dialogs, requests, errors = [], [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("request", lambda r: requests.append(r.url))
@@ -67,9 +41,9 @@ def test_report_renders_inert_and_offline(browser, built_report):
     page.close()
 
 
-def test_simulated_notice_is_visible_at_the_top(browser, tmp_path, run_factory):
+def test_simulated_notice_is_visible_at_the_top(chromium_browser, tmp_path, run_factory):
     paths = build_report(run_factory(tmp_path / "sim", simulated=True), only=["conditions", "exclusions"])
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page = chromium_browser.new_page(viewport={"width": 1280, "height": 720})
     page.goto(paths.html.resolve().as_uri())
     notice = page.locator(".notice")
     assert notice.is_visible() and "simulated" in notice.inner_text().lower()

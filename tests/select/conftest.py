@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
 import pytest
 
@@ -86,39 +84,14 @@ def counting():
     return Counting
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A random CLIP built from a config with an offline byte-level tokenizer, saved and
-    loaded back through from_pretrained."""
-    torch = pytest.importorskip("torch")
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    loaded back through from_pretrained: (folder, model, tokenizer)."""
+    pytest.importorskip("torch")
+    from transformers import CLIPModel, CLIPTokenizer
 
-    d = tmp_path_factory.mktemp("clip")
-    syms = list(bytes_to_unicode().values())
-    vocab = {s: i for i, s in enumerate(syms + [s + "</w>" for s in syms] + ["<|startoftext|>", "<|endoftext|>"])}
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt"))
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=77, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(image_size=32, patch_size=16, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    model = CLIPModel(cfg).eval()
-    model.save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
-    return d / "model", model, tok
+    from biasamp.testing import build_tiny_clip
+
+    path = build_tiny_clip(tmp_path_factory.mktemp("clip") / "model", image_size=32, patch_size=16, heads=2, processor=False)
+    return path, CLIPModel.from_pretrained(path).eval(), CLIPTokenizer.from_pretrained(path)

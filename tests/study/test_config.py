@@ -80,3 +80,12 @@ def test_init_writes_example_and_refuses_overwrite(cli_runner, tmp_path):
     assert r.exit_code == 0 and target.read_text() == example_text()
     r = cli_runner.invoke(app, ["init", str(target)])
     assert r.exit_code == 2 and "exists" in r.output
+
+
+@pytest.mark.parametrize("name", ["study-sd-laion.toml", "cpu-small.toml"])
+def test_bundled_examples_are_valid_configs(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / name
+    cfg = parse_config(tomllib.loads(path.read_text()), path=str(path), check_files=False)
+    assert cfg.models and cfg.selection.conditions

@@ -5,16 +5,12 @@ from data stays text; nothing is fetched from outside the file."""
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
 
 from biasamp.report import build_report
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 EVIL = "<script>alert(1)</script>"
 
 pytestmark = pytest.mark.browser
@@ -28,34 +24,14 @@ def _fake_run_module():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if not exe:
-        pytest.skip("chromium is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed")
-    pw = sync_playwright().start()
-    try:
-        b = pw.chromium.launch(executable_path=exe, args=ARGS)
-    except Exception as e:  # a broken browser install is an environment problem, not a report bug
-        pw.stop()
-        pytest.skip(f"chromium does not start: {e}")
-    yield b
-    b.close()
-    pw.stop()
-
-
-@pytest.fixture(scope="module")
 def study_report(tmp_path_factory):
     run = _fake_run_module().make_study_run(tmp_path_factory.mktemp("browser") / "run")
     return build_report(run)
 
 
-def test_study_report_renders_inert_and_offline(browser, study_report):
+def test_study_report_renders_inert_and_offline(chromium_browser, study_report):
     paths = study_report
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
     dialogs, requests, errors = [], [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("request", lambda r: requests.append(r.url))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import typer
@@ -11,25 +10,6 @@ annotate_app = typer.Typer(
     help="Human validation: sample labelled images, label them in the browser, export the answers.",
     no_args_is_help=True,
 )
-
-
-def _user_errors(fn):
-    """Print a BiasampError as its message (no traceback) and exit with its code.
-
-    (Typer vendors its own click, so a `click.ClickException` raised in a command would
-    otherwise surface as a traceback.)"""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from biasamp.errors import BiasampError
-
-        try:
-            return fn(*args, **kwargs)
-        except BiasampError as e:
-            typer.echo(f"Error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper
 
 
 def _floats(text: str) -> list[float]:
@@ -42,7 +22,6 @@ def _floats(text: str) -> list[float]:
 
 
 @annotate_app.command("sample")
-@_user_errors
 def sample_cmd(
     labels: list[Path] = typer.Argument(..., help="labels tables (Parquet, CSV, JSONL) with an image column"),
     out: Path = typer.Option(..., "--out", "-o", help="new task folder to write"),
@@ -78,7 +57,6 @@ def sample_cmd(
 
 
 @annotate_app.command("serve")
-@_user_errors
 def serve_cmd(
     folder: Path = typer.Argument(..., help="annotation task folder"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback by default)"),
@@ -93,7 +71,6 @@ def serve_cmd(
 
 
 @annotate_app.command("export")
-@_user_errors
 def export_cmd(
     folder: Path = typer.Argument(..., help="annotation task folder"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default FOLDER/export)"),

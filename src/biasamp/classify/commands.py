@@ -5,27 +5,9 @@ Thin wrappers over biasamp.classify; heavy libraries are imported only when a co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a BiasampError as a message (no traceback) and exit with its code.
-
-    Typer vendors its own click, which does not recognise `click.ClickException`
-    subclasses raised inside a command, so the command turns them into an exit here.
-    """
-    from biasamp.errors import BiasampError
-
-    try:
-        yield
-    except BiasampError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -61,36 +43,35 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     ) -> None:
         """Label perceived gender in images: face filter, classifier, abstention → labels table."""
-        with _user_errors():
-            import polars as pl
+        import polars as pl
 
-            from biasamp.classify import classify_images
-            from biasamp.ui import print_table
+        from biasamp.classify import classify_images
+        from biasamp.ui import print_table
 
-            copts: dict = {}
-            if model:
-                copts["model"] = model
-            if classifier == "clip":
-                copts["region"] = region
-                if male_text:
-                    copts["male_texts"] = tuple(male_text)
-                if female_text:
-                    copts["female_texts"] = tuple(female_text)
-            if probe:
-                copts["probe"] = probe
-            if annotations:
-                copts["annotations"] = list(annotations)
-            dopts = {"min_side": detect_min_side, "max_side": detect_max_side, "threshold": detect_threshold} \
-                if face_detector == "dlib" else {}
-            df = classify_images(
-                images, out, classifier=classifier, face_detector=face_detector, source=source, min_face=min_face,
-                low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings, embed_model=embed_model,
-                batch_size=batch_size, workers=workers, shard_size=shard_size, device=device,
-                classifier_options=copts, detector_options=dopts, show_progress=not quiet,
-            )
-            if not quiet and len(df):
-                counts = df.group_by("label").agg(pl.len().alias("images")).sort("images", descending=True)
-                print_table(counts, title=f"labels → {out / 'labels'}")
+        copts: dict = {}
+        if model:
+            copts["model"] = model
+        if classifier == "clip":
+            copts["region"] = region
+            if male_text:
+                copts["male_texts"] = tuple(male_text)
+            if female_text:
+                copts["female_texts"] = tuple(female_text)
+        if probe:
+            copts["probe"] = probe
+        if annotations:
+            copts["annotations"] = list(annotations)
+        dopts = {"min_side": detect_min_side, "max_side": detect_max_side, "threshold": detect_threshold} \
+            if face_detector == "dlib" else {}
+        df = classify_images(
+            images, out, classifier=classifier, face_detector=face_detector, source=source, min_face=min_face,
+            low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings, embed_model=embed_model,
+            batch_size=batch_size, workers=workers, shard_size=shard_size, device=device,
+            classifier_options=copts, detector_options=dopts, show_progress=not quiet,
+        )
+        if not quiet and len(df):
+            counts = df.group_by("label").agg(pl.len().alias("images")).sort("images", descending=True)
+            print_table(counts, title=f"labels → {out / 'labels'}")
 
     @app.command("validate")
     def validate_cmd(
@@ -102,19 +83,18 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Accuracy, confusion matrix, sensitivity/specificity with CIs, Cohen's kappa."""
-        with _user_errors():
-            from biasamp.classify import validate_labels
-            from biasamp.ui import print_table
+        from biasamp.classify import validate_labels
+        from biasamp.ui import print_table
 
-            res = validate_labels(labelled, annotations=list(annotations) if annotations else None,
-                                  reference_column=reference_column, out=out)
-            if not quiet:
-                import polars as pl
+        res = validate_labels(labelled, annotations=list(annotations) if annotations else None,
+                              reference_column=reference_column, out=out)
+        if not quiet:
+            import polars as pl
 
-                print_table(res["metrics"], title=f"validation → {out}")
-                for name, b in res["summary"]["backends"].items():
-                    conf = pl.DataFrame([{"reference": r, **row} for r, row in b["confusion"].items()])
-                    print_table(conf, title=f"{name}: reference × predicted label")
+            print_table(res["metrics"], title=f"validation → {out}")
+            for name, b in res["summary"]["backends"].items():
+                conf = pl.DataFrame([{"reference": r, **row} for r, row in b["confusion"].items()])
+                print_table(conf, title=f"{name}: reference × predicted label")
 
     @app.command("similarity")
     def similarity_cmd(
@@ -128,17 +108,16 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Mean pairwise cosine similarity of training vs generated image embeddings."""
-        with _user_errors():
-            from biasamp.classify import image_similarity
-            from biasamp.store import atomic_write_parquet
-            from biasamp.ui import print_table
+        from biasamp.classify import image_similarity
+        from biasamp.store import atomic_write_parquet
+        from biasamp.ui import print_table
 
-            df = image_similarity(inputs, by=tuple(b.strip() for b in by.split(",") if b.strip()), n_boot=n_boot,
-                                  ci=ci, seed=seed, statuses=("ok",) if faces_only else None)
-            if out:
-                atomic_write_parquet(df, out)
-            if not quiet:
-                print_table(df, title="train vs generated image similarity")
+        df = image_similarity(inputs, by=tuple(b.strip() for b in by.split(",") if b.strip()), n_boot=n_boot,
+                              ci=ci, seed=seed, statuses=("ok",) if faces_only else None)
+        if out:
+            atomic_write_parquet(df, out)
+        if not quiet:
+            print_table(df, title="train vs generated image similarity")
 
     @app.command("train-probe")
     def train_probe_cmd(
@@ -149,9 +128,8 @@ def register(app: typer.Typer) -> None:
         l2: float = typer.Option(1.0, help="L2 penalty."),
     ) -> None:
         """Train a linear probe (logistic regression) on saved CLIP image embeddings."""
-        with _user_errors():
-            from biasamp.classify import train_linear_probe
+        from biasamp.classify import train_linear_probe
 
-            s = train_linear_probe((labelled, reference) if reference else labelled, out, l2=l2)
-            typer.echo(f"probe → {out}: n={s['n']} (female {s['n_female']}, male {s['n_male']}), "
-                       f"train accuracy {s['train_accuracy']:.3f}, embeddings {s['embed_model']}")
+        s = train_linear_probe((labelled, reference) if reference else labelled, out, l2=l2)
+        typer.echo(f"probe → {out}: n={s['n']} (female {s['n_female']}, male {s['n_male']}), "
+                   f"train accuracy {s['train_accuracy']:.3f}, embeddings {s['embed_model']}")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
+from biasamp.agreement import chance_corrected_parts
+from biasamp.agreement import cohen_kappa as _cohen_kappa
 from biasamp.errors import BiasampError
 
 CONFIDENT = ("female", "male")
@@ -36,7 +37,10 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
 
 
 def cohen_kappa(a, b) -> dict:
-    """Cohen's kappa between two label sequences (any categories), with a large-sample SE."""
+    """Cohen's kappa between two label sequences (any categories), with a large-sample SE.
+
+    The statistic is `biasamp.agreement.cohen_kappa`'s; where it is undefined (both
+    sequences use one and the same label) it is reported as 1 (perfect agreement), SE 0."""
     a = [str(x) for x in a]
     b = [str(x) for x in b]
     if len(a) != len(b):
@@ -44,18 +48,12 @@ def cohen_kappa(a, b) -> dict:
     n = len(a)
     if n == 0:
         return {"kappa": None, "se": None, "ci_low": None, "ci_high": None, "n": 0, "agreement": None}
-    cats = sorted(set(a) | set(b))
-    ix = {c: i for i, c in enumerate(cats)}
-    m = np.zeros((len(cats), len(cats)))
-    for x, y in zip(a, b):
-        m[ix[x], ix[y]] += 1
-    po = np.trace(m) / n
-    pe = float((m.sum(1) / n) @ (m.sum(0) / n))
-    if pe >= 1.0:
+    po, pe = chance_corrected_parts(a, b)
+    kappa = _cohen_kappa(a, b)
+    if kappa is None:
         kappa = 1.0 if po >= 1.0 else 0.0
         se = 0.0
     else:
-        kappa = (po - pe) / (1 - pe)
         se = math.sqrt(po * (1 - po) / (n * (1 - pe) ** 2))
     return {"kappa": float(kappa), "se": se, "ci_low": float(kappa - Z95 * se), "ci_high": float(kappa + Z95 * se),
             "n": n, "agreement": float(po)}

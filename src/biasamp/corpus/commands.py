@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a BiasampError as its message (no traceback) and exit with its code."""
-    from biasamp.errors import BiasampError
-
-    try:
-        yield
-    except BiasampError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 captions = typer.Typer(
     help="Caption corpora: find the captions that mention each occupation, with their gender words.",
@@ -48,12 +35,11 @@ def query_cmd(
     from biasamp import ui
     from biasamp.corpus.query import query_corpus
 
-    with _user_errors():
-        result = query_corpus(
-            corpus, out, occupations=occupations, lexicon=lexicon, names=names_backend if names else None,
-            synonyms=synonyms, text_column=text_column, url_column=url_column, id_column=id_column,
-            keep=tuple(keep), skip_bad_files=skip_bad_files, partition=partition, overwrite=overwrite, workers=workers,
-        )
+    result = query_corpus(
+        corpus, out, occupations=occupations, lexicon=lexicon, names=names_backend if names else None,
+        synonyms=synonyms, text_column=text_column, url_column=url_column, id_column=id_column,
+        keep=tuple(keep), skip_bad_files=skip_bad_files, partition=partition, overwrite=overwrite, workers=workers,
+    )
     _print(result.stats, result.files)
     ui.console.print(f"mentions written to {result.mentions_dir}")
 
@@ -66,8 +52,7 @@ def stats_cmd(
     """Per-occupation statistics of a query output: captions, indicators, male/female shares."""
     from biasamp.corpus.query import corpus_stats
 
-    with _user_errors():
-        s = corpus_stats(out)
+    s = corpus_stats(out)
     _print(s.occupations, s.files, rows=rows)
 
 
@@ -105,8 +90,7 @@ def synthetic_cmd(
     from biasamp import ui
     from biasamp.corpus.synthetic import make_corpus
 
-    with _user_errors():
-        paths = make_corpus(n, seed=seed, occupations=occupations, occupation_rate=occupation_rate, out=out, rows_per_file=rows_per_file)
+    paths = make_corpus(n, seed=seed, occupations=occupations, occupation_rate=occupation_rate, out=out, rows_per_file=rows_per_file)
     ui.console.print(f"{n:,} synthetic captions in {len(paths)} file(s) under {out}")
 
 

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a BiasampError as a message (no traceback) and exit with its code."""
-    from biasamp.errors import BiasampError
-
-    try:
-        yield
-    except BiasampError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 
 PIPELINE_NOTE = (
@@ -48,9 +34,8 @@ def register(app: typer.Typer) -> None:
             from biasamp.demo import run_demo
             from biasamp.demo.run import format_conditions
 
-            with _user_errors():
-                res = run_demo(out, seed=seed, n_occupations=n_occupations, n_boot=n_boot,
-                               log=lambda m: typer.echo(m, err=True))
+            res = run_demo(out, seed=seed, n_occupations=n_occupations, n_boot=n_boot,
+                           log=lambda m: typer.echo(m, err=True))
             typer.echo(format_conditions(res.conditions))
             typer.echo(
                 "The simulated model amplifies nothing over the training data comparable to its prompts; the "
@@ -65,8 +50,7 @@ def register(app: typer.Typer) -> None:
         from biasamp.study.demo import run_pipeline_demo
         from biasamp.ui import print_table
 
-        with _user_errors():
-            result = run_pipeline_demo(out, seed=seed, show_progress=not quiet)
+        result = run_pipeline_demo(out, seed=seed, show_progress=not quiet)
         print_table(_summary_rows(result), title=f"stages ({result.seconds:.1f} s)")
         _print_paradox(Path(out).resolve())
         typer.echo(PIPELINE_NOTE)

@@ -59,6 +59,17 @@ class _Host:
             close()
 
 
+def _in_order(pairs: Iterable[tuple[int, Any]]) -> Iterator[Any]:
+    """Results of (index, result) pairs that arrive in any order, yielded in index order."""
+    buffer: dict[int, Any] = {}
+    nxt = 0
+    for i, out in pairs:
+        buffer[i] = out
+        while nxt in buffer:
+            yield buffer.pop(nxt)
+            nxt += 1
+
+
 def _unwrap(err: BaseException) -> BaseException:
     """The user's exception inside a RayTaskError, else `err` itself."""
     import ray
@@ -241,16 +252,7 @@ class RayEngine(Engine):
                                   num_cpus, num_gpus, method)
         else:
             it = self.map(fn, batches, num_cpus=num_cpus, num_gpus=num_gpus)
-        if not ordered:
-            yield from it
-            return
-        buffer: dict[int, Any] = {}
-        nxt = 0
-        for i, out in it:
-            buffer[i] = out
-            while nxt in buffer:
-                yield buffer.pop(nxt)
-                nxt += 1
+        yield from (_in_order(it) if ordered else it)  # unordered: (index, result) pairs
 
     def pool(self, cls: type, *, fn_constructor_args: tuple = (), fn_constructor_kwargs: dict | None = None,
              concurrency: int | None = None, num_cpus: float = 1, num_gpus: float = 0, method: str = "__call__"):
@@ -307,16 +309,7 @@ class _ActorPool:
 
     def map(self, batches: Iterable, *, ordered: bool = True) -> Iterator[Any]:
         it = self._map(batches)
-        if not ordered:
-            yield from it
-            return
-        buffer: dict[int, Any] = {}
-        nxt = 0
-        for i, out in it:
-            buffer[i] = out
-            while nxt in buffer:
-                yield buffer.pop(nxt)
-                nxt += 1
+        yield from (_in_order(it) if ordered else it)  # unordered: (index, result) pairs
 
     def _map(self, batches: Iterable) -> Iterator[tuple[int, Any]]:
         ray = self.ray

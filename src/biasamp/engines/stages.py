@@ -566,16 +566,7 @@ def embed_to_shards(
         if eng.is_local:
             return _own("biasamp.select.embedders", "embed_to_shards")(texts, out_dir, embedder, model, ids=ids, shard_rows=shard_rows,
                                       cache_dir=cache_dir, show_progress=show_progress, **kwargs)
-        texts = list(texts)
-        if ids is not None:
-            ids = list(ids)
-            if len(ids) != len(texts):
-                raise BiasampError(f"{len(ids)} ids for {len(texts)} texts")
-        seen: dict[str, int] = {}
-        for i, t in enumerate(texts):
-            if t is not None and t.strip():
-                seen.setdefault(t, i)
-        keep = list(seen.values())
+        texts, ids, keep = se.distinct_texts(texts, ids)
         out = Path(out_dir)
         parts = {shard: keep[start:start + shard_rows] for shard, start in enumerate(range(0, len(keep), shard_rows))}
         todo = [s for s in parts if not ((out / f"emb_{s}.npy").exists() and (out / f"emb_{s}.parquet").exists())]

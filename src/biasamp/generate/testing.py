@@ -12,53 +12,14 @@ step on a CPU, and the same arguments always give byte-identical files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-#: CLIP's context length (the text encoder's token limit).
-CLIP_MAX_TOKENS = 77
+from biasamp.testing import CLIP_MAX_TOKENS, write_byte_level_clip_tokenizer
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
-def write_byte_level_clip_tokenizer(folder: str | Path, *, model_max_length: int = CLIP_MAX_TOKENS):
-    """Write a CLIP tokenizer that needs no download: one token per byte, no merges.
-
-    Vocabulary: the 256 byte symbols, the same with the end-of-word mark `</w>`,
-    `<|startoftext|>` and `<|endoftext|>` (514 entries); an empty merges file.
-    Returns the loaded `CLIPTokenizer`.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
-    vocab_list = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(vocab_list)}
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": model_max_length,
-        "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>",
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    from transformers import CLIPTokenizer
-
-    tok = CLIPTokenizer.from_pretrained(str(folder))
-    return tok
+__all__ = [
+    "CLIP_MAX_TOKENS", "build_pipeline_folder", "build_tiny_pipeline", "sd15_sized_components", "tiny_components",
+    "tiny_safety_checker", "write_byte_level_clip_tokenizer",
+]
 
 
 def tiny_components(seed: int = 0, *, sample_size: int = 32, text_layers: int = 2):
@@ -187,14 +148,11 @@ def tiny_safety_checker(seed: int = 0):
     """A tiny random Stable Diffusion safety checker and its image processor."""
     import torch
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
+    from transformers import CLIPImageProcessor
 
-    small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1)
-    config = CLIPConfig(
-        text_config=dict(small, vocab_size=514, max_position_embeddings=CLIP_MAX_TOKENS, bos_token_id=512, eos_token_id=513, pad_token_id=513),
-        vision_config=dict(small, image_size=32, patch_size=8),
-        projection_dim=32,
-    )
+    from biasamp.testing import tiny_clip_config
+
+    config = tiny_clip_config(image_size=32, patch_size=8, layers=1, heads=4, projection_dim=32)
     torch.manual_seed(seed + 3)
     return StableDiffusionSafetyChecker(config), CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
 

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a BiasampError as its message (no traceback) and exit with its code."""
-    from biasamp.errors import BiasampError
-
-    try:
-        yield
-    except BiasampError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -55,50 +41,49 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     ) -> None:
         """Get the selected captions' training images (resumable) and write OUT/downloads.parquet."""
-        with _user_errors():
-            from biasamp.errors import BiasampError
-            from biasamp.images.fetch import fetch_training_images
-            from biasamp.ui import console, print_table
+        from biasamp.errors import BiasampError
+        from biasamp.images.fetch import fetch_training_images
+        from biasamp.ui import console, print_table
 
-            if source == "download":
-                opts = dict(
-                    timeout=timeout,
-                    deadline=deadline,
-                    retries=retries,
-                    processes=processes,
-                    threads=threads,
-                    output_format=output_format,
-                    image_size=image_size,
-                    resize_mode=resize_mode,
-                    samples_per_shard=samples_per_shard,
-                    retry_failed=retry_failed,
-                    min_image_size=min_image_size,
-                    user_agent_token=user_agent_token,
-                    disallowed_header_directives=[] if allow_noai else None,
-                )
-            elif source == "local":
-                if store is None:
-                    raise BiasampError("--source local needs --store", hint="pass the image store folder or index file")
-                opts = dict(store=store, id_column=id_column, path_column=path_column, min_image_size=min_image_size)
-            elif source == "embeddings":
-                if embeddings is None:
-                    raise BiasampError("--source embeddings needs --embeddings FOLDER")
-                opts = dict(
-                    embeddings=embeddings,
-                    clip_model=clip_model,
-                    text_embeddings=text_embeddings,
-                    logit_scale=logit_scale,
-                    threshold=threshold,
-                    id_column=id_column,
-                )
-            else:
-                opts = {}
-            res = fetch_training_images(selection, out, source=source, show_progress=not quiet, **opts)
-            print_table(res.status_counts(), title=f"{len(res.downloads)} captions")
-            console.print(f"downloads table: {out / 'downloads.parquet'}")
-            if res.labels is not None:
-                print_table(res.labels.group_by("label").len("n").sort("label"), title="labels")
-                console.print(f"labels table: {out / 'labels.parquet'} (no face filter: see docs/fetch.md)")
+        if source == "download":
+            opts = dict(
+                timeout=timeout,
+                deadline=deadline,
+                retries=retries,
+                processes=processes,
+                threads=threads,
+                output_format=output_format,
+                image_size=image_size,
+                resize_mode=resize_mode,
+                samples_per_shard=samples_per_shard,
+                retry_failed=retry_failed,
+                min_image_size=min_image_size,
+                user_agent_token=user_agent_token,
+                disallowed_header_directives=[] if allow_noai else None,
+            )
+        elif source == "local":
+            if store is None:
+                raise BiasampError("--source local needs --store", hint="pass the image store folder or index file")
+            opts = dict(store=store, id_column=id_column, path_column=path_column, min_image_size=min_image_size)
+        elif source == "embeddings":
+            if embeddings is None:
+                raise BiasampError("--source embeddings needs --embeddings FOLDER")
+            opts = dict(
+                embeddings=embeddings,
+                clip_model=clip_model,
+                text_embeddings=text_embeddings,
+                logit_scale=logit_scale,
+                threshold=threshold,
+                id_column=id_column,
+            )
+        else:
+            opts = {}
+        res = fetch_training_images(selection, out, source=source, show_progress=not quiet, **opts)
+        print_table(res.status_counts(), title=f"{len(res.downloads)} captions")
+        console.print(f"downloads table: {out / 'downloads.parquet'}")
+        if res.labels is not None:
+            print_table(res.labels.group_by("label").len("n").sort("label"), title="labels")
+            console.print(f"labels table: {out / 'labels.parquet'} (no face filter: see docs/fetch.md)")
 
     @app.command("attrition")
     def attrition_cmd(
@@ -111,27 +96,26 @@ def register(app: typer.Typer) -> None:
         alpha: float = typer.Option(0.05, help="significance level (Benjamini–Hochberg within a condition)"),
     ) -> None:
         """Per condition and occupation: selected → downloaded → decoded → face filter → confident, with differential-loss flags."""
-        with _user_errors():
-            from biasamp.images.attrition import attrition_table
-            from biasamp.images.schema import DOWNLOADS
-            from biasamp.store import atomic_write_parquet
-            from biasamp.tables import read_table
-            from biasamp.ui import console, print_table
+        from biasamp.images.attrition import attrition_table
+        from biasamp.images.schema import DOWNLOADS
+        from biasamp.store import atomic_write_parquet
+        from biasamp.tables import read_table
+        from biasamp.ui import console, print_table
 
-            sel = read_table(selection, "selection")
-            dl = read_table(downloads, DOWNLOADS)
-            lab = read_table(labels, "labels") if labels is not None else None
-            table = attrition_table(sel, dl, lab, stage=stage, min_gap=min_gap, alpha=alpha)
-            target = out if out is not None else downloads.parent / "attrition.parquet"
-            if target.suffix != ".parquet":
-                target = target / "attrition.parquet"
-            atomic_write_parquet(table, target)
-            cols = ["condition", "occupation", "selected", "downloaded", "decoded", "face_ok", "confident", "retained", "q_value", "flagged"]
-            print_table(table.select([c for c in cols if c in table.columns]), title="attrition")
-            console.print(f"attrition table: {target}")
-            flagged = table.filter(table["flagged"].fill_null(False)) if "flagged" in table.columns else table.head(0)
-            if len(flagged):
-                console.print(f"[bold red]{len(flagged)} occupation(s) lose markedly more or fewer images than the others[/]")
+        sel = read_table(selection, "selection")
+        dl = read_table(downloads, DOWNLOADS)
+        lab = read_table(labels, "labels") if labels is not None else None
+        table = attrition_table(sel, dl, lab, stage=stage, min_gap=min_gap, alpha=alpha)
+        target = out if out is not None else downloads.parent / "attrition.parquet"
+        if target.suffix != ".parquet":
+            target = target / "attrition.parquet"
+        atomic_write_parquet(table, target)
+        cols = ["condition", "occupation", "selected", "downloaded", "decoded", "face_ok", "confident", "retained", "q_value", "flagged"]
+        print_table(table.select([c for c in cols if c in table.columns]), title="attrition")
+        console.print(f"attrition table: {target}")
+        flagged = table.filter(table["flagged"].fill_null(False)) if "flagged" in table.columns else table.head(0)
+        if len(flagged):
+            console.print(f"[bold red]{len(flagged)} occupation(s) lose markedly more or fewer images than the others[/]")
 
     @app.command("compare-embedding-labels")
     def compare_cmd(
@@ -140,15 +124,14 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for comparison.parquet and confusion.parquet"),
     ) -> None:
         """Agreement, Cohen's kappa and confusion of embedding-based vs image-based labels."""
-        with _user_errors():
-            from biasamp.images.compare import compare_embedding_labels
-            from biasamp.store import atomic_write_parquet
-            from biasamp.tables import read_table
-            from biasamp.ui import print_table
+        from biasamp.images.compare import compare_embedding_labels
+        from biasamp.store import atomic_write_parquet
+        from biasamp.tables import read_table
+        from biasamp.ui import print_table
 
-            res = compare_embedding_labels(read_table(embedding_labels, "labels"), read_table(image_labels, "labels"))
-            print_table(res.summary, title="embedding vs image labels")
-            print_table(res.confusion, title="confusion (rows: image label, columns: embedding label)")
-            if out is not None:
-                atomic_write_parquet(res.summary, Path(out) / "comparison.parquet")
-                atomic_write_parquet(res.confusion, Path(out) / "confusion.parquet")
+        res = compare_embedding_labels(read_table(embedding_labels, "labels"), read_table(image_labels, "labels"))
+        print_table(res.summary, title="embedding vs image labels")
+        print_table(res.confusion, title="confusion (rows: image label, columns: embedding label)")
+        if out is not None:
+            atomic_write_parquet(res.summary, Path(out) / "comparison.parquet")
+            atomic_write_parquet(res.confusion, Path(out) / "confusion.parquet")

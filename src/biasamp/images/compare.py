@@ -12,29 +12,17 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from biasamp.agreement import cohen_kappa
 from biasamp.errors import BiasampError
 from biasamp.tables import LABELS, LABELS_CONFIDENT, validate
+
+__all__ = ["Comparison", "cohen_kappa", "compare_embedding_labels"]
 
 
 @dataclass
 class Comparison:
     summary: pl.DataFrame  # one row of figures
     confusion: pl.DataFrame  # image label (rows) × embedding label (columns), counts
-
-
-def cohen_kappa(a: list[str], b: list[str]) -> float | None:
-    """Cohen's kappa of two raters over the same items (None when undefined)."""
-    if len(a) != len(b):
-        raise ValueError("raters must label the same items")
-    n = len(a)
-    if n == 0:
-        return None
-    cats = sorted(set(a) | set(b))
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pe = sum((a.count(c) / n) * (b.count(c) / n) for c in cats)
-    if pe == 1:
-        return None
-    return (po - pe) / (1 - pe)
 
 
 def compare_embedding_labels(embedding_labels: pl.DataFrame, image_labels: pl.DataFrame) -> Comparison:

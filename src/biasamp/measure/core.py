@@ -624,7 +624,7 @@ def _by_group_frame(units, ok, unit_keys, gen_groups, bg, keep_bg, bg_unit, bg_n
     """One row per (condition, generated-side group, occupation)."""
     schema = BY_GROUP_SCHEMA
     sel = np.flatnonzero(keep_bg) if len(bg) else np.zeros(0, dtype=np.int64)
-    cols: dict[str, np.ndarray] = {c: np.empty(len(sel)) for c in BY_GROUP_COLUMNS[7:19]}
+    cols: dict[str, np.ndarray] = {c: np.full(len(sel), np.nan) for c in BY_GROUP_COLUMNS[7:19]}
     if len(sel):
         R = P_t.shape[1]
         step = max(1, CHUNK_ELEMENTS // R)

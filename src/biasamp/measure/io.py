@@ -256,11 +256,16 @@ def load_any(
 # --------------------------------------------------------------------------- normalising
 
 
+def _with_group(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` with a `group` column, NO_GROUP where it is missing or null."""
+    if "group" not in df.columns:
+        df = df.with_columns(pl.lit(NO_GROUP).alias("group"))
+    return df.with_columns(pl.col("group").fill_null(NO_GROUP))
+
+
 def observations_to_group_counts(obs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Aggregate observations into (group counts, exclusions)."""
-    if "group" not in obs.columns:
-        obs = obs.with_columns(pl.lit(NO_GROUP).alias("group"))
-    obs = obs.with_columns(pl.col("group").fill_null(NO_GROUP))
+    obs = _with_group(obs)
     keys = ["source", "condition", "occupation", "group"]
     conf = obs.filter(pl.col("label").is_in(list(LABELS_CONFIDENT)))
     groups = (
@@ -291,9 +296,7 @@ def observations_to_group_counts(obs: pl.DataFrame) -> tuple[pl.DataFrame, pl.Da
 
 def counts_to_group_counts(counts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Normalise a counts table into (group counts, exclusions)."""
-    if "group" not in counts.columns:
-        counts = counts.with_columns(pl.lit(NO_GROUP).alias("group"))
-    counts = counts.with_columns(pl.col("group").fill_null(NO_GROUP))
+    counts = _with_group(counts)
     keys = ["source", "condition", "occupation", "group"]
     groups = counts.select(list(GROUP_COUNTS_SCHEMA)).cast(GROUP_COUNTS_SCHEMA)  # summed in normalise_inputs
     if "n_excluded" in counts.columns:

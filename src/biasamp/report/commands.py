@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a BiasampError as a message (no traceback) and exit with its code."""
-    from biasamp.errors import BiasampError
-
-    try:
-        yield
-    except BiasampError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +18,7 @@ def register(app: typer.Typer) -> None:
         """Write a self-contained HTML report (index.html) and a markdown report (report.md)."""
         from biasamp.report import build_report
 
-        with _user_errors():
-            sel = [s.strip() for s in only.split(",") if s.strip()] if only else None
-            paths = build_report(run_dir, out, title=title, only=sel)
+        sel = [s.strip() for s in only.split(",") if s.strip()] if only else None
+        paths = build_report(run_dir, out, title=title, only=sel)
         typer.echo(f"report: {paths.html}")
         typer.echo(f"markdown: {paths.markdown} ({len(paths.figures)} figure(s) beside it)")

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import typer
-
-
-def _user_errors(fn):
-    """Print a BiasampError as a message (exit status 2), never a traceback, whichever
-    click the installed typer dispatches with."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from biasamp.errors import BiasampError
-
-        try:
-            return fn(*args, **kwargs)
-        except BiasampError as e:
-            typer.echo(f"Error: {e.message}", err=True)
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -45,7 +27,6 @@ def _occupations(spec: str | None) -> list[str] | None:
 
 def register(app: typer.Typer) -> None:
     @app.command("select")
-    @_user_errors
     def select_cmd(
         mentions: Path = typer.Argument(..., help="mentions table: Parquet file or folder, CSV or JSONL"),
         out: Path = typer.Option(..., "--out", "-o", help="output folder (selection.parquet, diagnostics/)"),
@@ -102,7 +83,6 @@ def register(app: typer.Typer) -> None:
             ui.err_console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
 
     @app.command("embed")
-    @_user_errors
     def embed_cmd(
         table: Path = typer.Argument(..., help="a table with a text column (mentions, or any Parquet/CSV/JSONL)"),
         out: Path = typer.Option(..., "--out", "-o", help="folder for emb_N.npy + emb_N.parquet shards"),

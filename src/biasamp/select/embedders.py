@@ -404,6 +404,21 @@ def save_precomputed(texts: Sequence[str], vectors: np.ndarray, folder: str | Pa
 
 
 
+def distinct_texts(texts, ids=None) -> tuple[list, list | None, list[int]]:
+    """`texts` and `ids` as lists, and the row of each distinct non-blank text's first
+    occurrence (the rows `embed_to_shards` embeds, in order)."""
+    texts = list(texts)
+    if ids is not None:
+        ids = list(ids)
+        if len(ids) != len(texts):
+            raise BiasampError(f"{len(ids)} ids for {len(texts)} texts")
+    seen: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        if t is not None and t.strip():
+            seen.setdefault(t, i)
+    return texts, ids, list(seen.values())
+
+
 def embed_to_shards(
     texts,
     out_dir: str | Path,
@@ -425,16 +440,7 @@ def embed_to_shards(
     from biasamp import ui
     from biasamp.select.cache import CachedEmbedder
 
-    texts = list(texts)
-    if ids is not None:
-        ids = list(ids)
-        if len(ids) != len(texts):
-            raise BiasampError(f"{len(ids)} ids for {len(texts)} texts")
-    seen: dict[str, int] = {}
-    for i, t in enumerate(texts):
-        if t is not None and t.strip():
-            seen.setdefault(t, i)
-    keep = list(seen.values())
+    texts, ids, keep = distinct_texts(texts, ids)
     out = Path(out_dir)
     emb = None
     records = []

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a BiasampError as a message (no traceback) and exit with its code."""
-    from biasamp.errors import BiasampError
-
-    try:
-        yield
-    except BiasampError as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -45,25 +31,24 @@ def register(app: typer.Typer) -> None:
         from biasamp import ui
         from biasamp.simulate import simulate_study, truth_summary
 
-        with _user_errors():
-            study = simulate_study(
-                n_occupations=n_occupations,
-                conditions=[c.strip() for c in conditions.split(",") if c.strip()],
-                templates=templates,
-                n_train=n_train,
-                n_gen=n_gen,
-                images_per_caption=images_per_caption,
-                true_amp=true_amp,
-                amp_sd=amp_sd,
-                indicator_share=indicator_share,
-                nearest_indicator_share=nearest_indicator_share,
-                indicator_skew=indicator_skew,
-                sensitivity=sensitivity,
-                specificity=specificity,
-                abstention_rate=abstention_rate,
-                seed=seed,
-            )
-            paths = study.write(out)
+        study = simulate_study(
+            n_occupations=n_occupations,
+            conditions=[c.strip() for c in conditions.split(",") if c.strip()],
+            templates=templates,
+            n_train=n_train,
+            n_gen=n_gen,
+            images_per_caption=images_per_caption,
+            true_amp=true_amp,
+            amp_sd=amp_sd,
+            indicator_share=indicator_share,
+            nearest_indicator_share=nearest_indicator_share,
+            indicator_skew=indicator_skew,
+            sensitivity=sensitivity,
+            specificity=specificity,
+            abstention_rate=abstention_rate,
+            seed=seed,
+        )
+        paths = study.write(out)
         ui.print_table(truth_summary(study.truth), title="Planted truth (simulated data): mean amplification, points")
         typer.echo(f"wrote {len(study.observations)} simulated observations to {paths['observations']}")
         typer.echo(f"truth: {paths['truth']}; settings: {paths['simulation']}")

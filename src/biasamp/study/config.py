@@ -104,6 +104,9 @@ class ClassifySection(_Section):
     nsfw_filter: bool = False
     batch_size: Annotated[int, Field(gt=0)] = 32
     embeddings: bool = False
+    #: CLIP model whose image embeddings are saved (for training↔generated similarity);
+    #: default: the classifier's own model when it is a CLIP
+    embed_model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

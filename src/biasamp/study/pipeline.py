@@ -95,7 +95,9 @@ def _classify(ctx: StageContext, inputs, source: str) -> None:
     classify_images(
         inputs, ctx.out, classifier=c.classifier, face_detector=c.face_detector, source=source,
         min_face=c.min_face_fraction, low=c.male_threshold, high=c.female_threshold, nsfw=c.nsfw_filter,
-        embeddings=c.embeddings, batch_size=c.batch_size, classifier_options=opts or None,
+        embeddings=c.embeddings or c.embed_model is not None,
+        embed_model=ctx.config.resolve_options({"m": c.embed_model})["m"] if c.embed_model else None,
+        batch_size=c.batch_size, classifier_options=opts or None,
         show_progress=ctx.show_progress,
     )
 

@@ -50,6 +50,46 @@ def _examples(gen_dir: Path, labels: pl.DataFrame | None, model: str, per_occupa
                       if c in df.columns])
 
 
+def study_image_similarity(selection: pl.DataFrame, train_dir: Path, gen_dir: Path, gen_tables: pl.DataFrame,
+                           conditions: list[str], *, n_boot: int, seed: int) -> pl.DataFrame | None:
+    """Per condition × occupation: mean pairwise cosine similarity between the training
+    images a condition selected and the images generated for it (the study's check that
+    nearer training examples resemble the generated ones more). None without embeddings."""
+    import zlib
+
+    import numpy as np
+
+    from biasamp.classify.embeddings import _base_and_labels, load_embeddings
+    from biasamp.classify.similarity import pairwise_similarity
+    from biasamp.generate import CAPTION_CONDITION, TEMPLATE_CONDITION
+    from biasamp.study.runner import train_observations
+
+    vectors = {}
+    for side, folder in (("train", train_dir), ("gen", gen_dir)):
+        base, labels = _base_and_labels(folder)
+        if "embedding_file" not in labels.columns or labels["embedding_file"].drop_nulls().is_empty():
+            return None
+        emb = load_embeddings(labels, base)
+        vectors[side] = {i: emb[k] for k, i in enumerate(labels["item_id"].cast(pl.Utf8).to_list())
+                         if np.isfinite(emb[k]).all()}
+    train = train_observations(selection, pl.DataFrame({"item_id": list(vectors["train"]), "label": "ok"}), conditions)
+    gens = gen_tables.select(pl.col("item_id").cast(pl.Utf8), "occupation", "condition")
+    rows = []
+    for cond in conditions:
+        src = CAPTION_CONDITION if cond == "captions-as-prompts" else TEMPLATE_CONDITION
+        for occ in sorted(set(train.filter(pl.col("condition") == cond)["occupation"])):
+            t_ids = train.filter((pl.col("condition") == cond) & (pl.col("occupation") == occ))["item_id"]
+            g_ids = gens.filter((pl.col("condition") == src) & (pl.col("occupation") == occ))["item_id"]
+            t = [vectors["train"][i] for i in t_ids if i in vectors["train"]]
+            g = [vectors["gen"][i] for i in g_ids if i in vectors["gen"]]
+            if not t or not g:
+                continue
+            rng = np.random.default_rng([seed, zlib.crc32(f"{cond}\x1f{occ}".encode())])
+            r = pairwise_similarity(np.stack(t), np.stack(g), n_boot=n_boot, rng=rng)
+            rows.append({"condition": cond, "occupation": occ, **r})
+    return pl.DataFrame(rows) if rows else None
+
+
 def run_report(ctx: StageContext) -> None:
     from biasamp.report import build_report
 
@@ -94,6 +134,17 @@ def run_report(ctx: StageContext) -> None:
         examples.append(_examples(ctx.deps[f"generate.{m}"], lab, m, per_occupation=4))
     if examples:
         atomic_write_parquet(pl.concat(examples, how="diagonal_relaxed"), run / "examples.parquet")
+
+    if (cfg.classify.embeddings or cfg.classify.embed_model) and not cfg.study.simulated:
+        from biasamp.study.pipeline import _generations
+
+        for m in models[:1]:
+            sim = study_image_similarity(
+                pl.read_parquet(run / "selection.parquet"), ctx.deps["classify-train"], ctx.deps[f"classify-gen.{m}"],
+                _generations(ctx.deps[f"generate.{m}"]), list(cfg.selection.conditions),
+                n_boot=min(cfg.measure.n_boot, 1000), seed=cfg.study.seed)
+            if sim is not None:
+                atomic_write_parquet(sim, run / "image_similarity.parquet")
 
     if cfg.measure.validation:
         # the labelled validation set behind the correction: the report shows its figures
