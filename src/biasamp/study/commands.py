@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config)
         runner = Runner(cfg, build_stages(cfg), show_progress=not quiet)
         if dry_run:
-            print_table(runner.plan(), title=f"plan for {config} → {cfg.out_dir}")
+            print_table(runner.plan().select("stage", "status", "key", "what"), title=f"plan → {cfg.out_dir}")
             return
         from biasamp.study import _set_threads, run_on_engine
 
