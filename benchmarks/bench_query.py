@@ -3,6 +3,7 @@
     python benchmarks/bench_query.py            # 10M captions + peak memory on 50M
     python benchmarks/bench_query.py --quick    # 10M captions only
     python benchmarks/bench_query.py --report-only   # never exit non-zero
+    python benchmarks/bench_query.py --ab-src /tmp/orig --rounds 3   # A/B: another source tree vs this one
 
 Measures, in one run:
 - throughput of the engine (Polars, vectorised) on a generated 10M-caption corpus in the
@@ -53,11 +54,15 @@ def corpus(cache: Path, n: int, seed: int) -> Path:
     return d
 
 
-def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition: str) -> dict:
-    """Run the query in a fresh process; it reports wall, CPU time and peak RSS."""
+def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition: str, src: str | None = None) -> dict:
+    """Run the query in a fresh process; it reports wall, CPU time and peak RSS.
+
+    `src`: a folder holding another copy of the `biasamp` package to import instead
+    (for A/B comparisons of two versions under the same load)."""
     cmd = [sys.executable, __file__, "--_child", str(corpus_dir), str(out), "--partition", partition]
     cmd += ["--workers", str(workers)] if workers else []
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=src) if src else None
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.stderr.write(r.stdout + r.stderr)
         raise SystemExit(f"query child failed (exit {r.returncode})")
@@ -87,6 +92,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--partition", default="occupation", choices=["occupation", "shard"], help="mentions layout")
     ap.add_argument("--report-only", action="store_true", help="report figures, never fail")
+    ap.add_argument("--ab-src", help="A/B mode: a folder with another copy of the biasamp package; its query "
+                    "and this tree's are run alternately on the --captions corpus, then the script exits")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the A/B mode")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
@@ -102,6 +110,15 @@ def main() -> int:
     failures = []
     print(f"machine: {os.cpu_count()} CPUs; {load()}")
     c10 = corpus(a.cache, a.captions, seed=0)
+    if a.ab_src:
+        for i in range(a.rounds):
+            for name, src in (("A " + a.ab_src, a.ab_src), ("B this tree", None)):
+                before = load()
+                r = run_query_child(c10, a.cache / f"query-out-ab-{'a' if src else 'b'}", a.workers, a.partition, src)
+                print(f"  round {i + 1} {name}: wall {r['wall']:.2f} s, CPU {r['cpu']:.2f} s "
+                      f"({r['captions'] / r['cpu'] / 1e6:.2f} M per CPU-second), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
+                      f"{r['mention_rows']:,} mention rows ({before})", flush=True)
+        return 0
     out10 = a.cache / "query-out"
     print(f"\n[1] engine on {a.captions:,} captions, partition={a.partition} ({load()})", flush=True)
     r = run_query_child(c10, out10, a.workers, a.partition)

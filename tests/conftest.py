@@ -56,3 +56,21 @@ def chromium_browser():
     yield browser
     browser.close()
     pw.stop()
+
+
+@pytest.fixture
+def open_watched_page(chromium_browser):
+    """`open(url, width, height) -> (page, seen)`: a new page at `url`, loaded, that records
+    `seen["dialogs"]` (dismissed), `seen["requests"]` (URLs) and `seen["errors"]` (script errors)."""
+
+    def open_page(url: str, width: int = 1366, height: int = 768):
+        page = chromium_browser.new_page(viewport={"width": width, "height": height})
+        seen: dict[str, list] = {"dialogs": [], "requests": [], "errors": []}
+        page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+        page.on("request", lambda r: seen["requests"].append(r.url))
+        page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+        page.goto(url)
+        page.wait_for_load_state("load")
+        return page, seen
+
+    return open_page

@@ -100,37 +100,30 @@ def clip_image_processor(image_size: int):
 def build_tiny_clip(
     folder: str | Path,
     *,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden: int = 32,
-    intermediate: int = 37,
-    layers: int = 2,
-    heads: int = 2,
-    projection_dim: int = 16,
     seed: int = 0,
     processor: bool = True,
-    text: dict | None = None,
-    vision: dict | None = None,
     device: str = "cpu",
     dtype: str | None = None,
+    **config,
 ) -> Path:
     """Save a random CLIP (byte-level tokenizer, model and, with `processor`, CLIP's image
-    preprocessing) built from `tiny_clip_config(...)` to `folder`, and return it.
+    preprocessing) to `folder` and return it.
 
-    Load it back with `CLIPModel.from_pretrained(folder)` / `CLIPTokenizer.from_pretrained(folder)`
-    or any biasamp `clip` backend. Same arguments -> same weights. `device` is where the
-    model is built (a large one builds faster on a GPU); `dtype` (e.g. "float16") is the
-    dtype it is saved in.
+    `config` is `tiny_clip_config`'s keywords (image_size=32, patch_size=8, hidden=32,
+    layers=2, heads=2, projection_dim=16, text=…, vision=…); the text tower's vocabulary is
+    at least the tokenizer's. Load it back with `CLIPModel.from_pretrained(folder)` /
+    `CLIPTokenizer.from_pretrained(folder)` or any biasamp `clip` backend. Same arguments ->
+    same weights. `device` is where the model is built (a large one builds faster on a GPU);
+    `dtype` (e.g. "float16") is the dtype it is saved in.
     """
     import torch
     from transformers import CLIPModel
 
     folder = Path(folder)
     tok = write_byte_level_clip_tokenizer(folder)
-    vocab_size = max(len(tok), (text or {}).get("vocab_size", 0))
-    cfg = tiny_clip_config(image_size=image_size, patch_size=patch_size, hidden=hidden, intermediate=intermediate,
-                           layers=layers, heads=heads, projection_dim=projection_dim, text=dict(text or {}, vocab_size=vocab_size),
-                           vision=vision)
+    text = dict(config.pop("text", None) or {})
+    text["vocab_size"] = max(len(tok), text.get("vocab_size", 0))
+    cfg = tiny_clip_config(text=text, **config)
     torch.manual_seed(seed)
     with torch.device(device):
         model = CLIPModel(cfg).eval()

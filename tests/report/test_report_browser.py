@@ -8,15 +8,10 @@ from biasamp.report import build_report
 pytestmark = pytest.mark.browser
 
 
-def test_report_renders_inert_and_offline(chromium_browser, built_report):
+def test_report_renders_inert_and_offline(open_watched_page, built_report):
     paths = built_report
-    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
-    dialogs, requests, errors = [], [], []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(paths.html.resolve().as_uri())
-    page.wait_for_load_state("load")
+    page, seen = open_watched_page(paths.html.resolve().as_uri())
+    dialogs, requests, errors = seen["dialogs"], seen["requests"], seen["errors"]
     page.wait_for_timeout(300)
 
     # tables and figures are there, and every figure decoded

@@ -29,15 +29,10 @@ def study_report(tmp_path_factory):
     return build_report(run)
 
 
-def test_study_report_renders_inert_and_offline(chromium_browser, study_report):
+def test_study_report_renders_inert_and_offline(open_watched_page, study_report):
     paths = study_report
-    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
-    dialogs, requests, errors = [], [], []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(paths.html.resolve().as_uri())
-    page.wait_for_load_state("load")
+    page, seen = open_watched_page(paths.html.resolve().as_uri())
+    dialogs, requests, errors = seen["dialogs"], seen["requests"], seen["errors"]
     # open every folded block so that the thumbnails and tables lay out
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
     page.wait_for_timeout(200)

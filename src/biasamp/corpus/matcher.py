@@ -300,17 +300,18 @@ def caption_ids(df: pl.DataFrame, *, source_name: str, text="text", url="url", h
             .otherwise(pl.lit("fallback"))
         ).to_series()
     )
-    ids = h.to_list()
+    ids = h.clone()
     hash64 = mmh3.hash64
     idx = (rule == "url+text").arg_true()
-    vals = [hash64(a + b)[0] for a, b in zip(u.gather(idx).to_list(), t.gather(idx).to_list())]
-    for i, v in zip(idx.to_list(), vals):
-        ids[i] = v
+    if idx.len():  # url + text joined by Polars, hashed one string at a time
+        vals = [hash64(x)[0] for x in (u.gather(idx) + t.gather(idx)).to_list()]
+        ids.scatter(idx, pl.Series(vals, dtype=pl.Int64))
     idx = (rule == "fallback").arg_true()
-    rows = df[row].gather(idx).to_list()
-    for i, tx, r in zip(idx.to_list(), t.gather(idx).to_list(), rows):
-        ids[i] = fallback_caption_id(tx or "", source_name, r)
-    return df.with_columns(pl.Series("caption_id", ids, dtype=pl.Int64), rule.alias("id_rule"))
+    if idx.len():
+        rows = df[row].gather(idx).to_list()
+        vals = [fallback_caption_id(tx or "", source_name, r) for tx, r in zip(t.gather(idx).to_list(), rows)]
+        ids.scatter(idx, pl.Series(vals, dtype=pl.Int64))
+    return df.with_columns(ids.alias("caption_id"), rule.alias("id_rule"))
 
 
 # -- the pure batch function -------------------------------------------------------------------

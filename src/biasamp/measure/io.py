@@ -163,31 +163,31 @@ def _check_counts_nonnegative(df: pl.DataFrame, where: str) -> None:
                 )
 
 
+def _read_filled(data, *, source: str | None, condition: str | None) -> tuple[pl.DataFrame, str | None]:
+    """The table (path, Polars or pandas frame) with `source`/`condition` filled in, and the
+    path it came from (None for a frame)."""
+    where = None
+    if isinstance(data, (str, Path)):
+        where = str(data)
+        df = read_table(data)
+    else:
+        df = _to_polars(data)
+    return _fill(df, source=source, condition=condition), where
+
+
 def load_observations(data, *, source: str | None = None, condition: str | None = None) -> pl.DataFrame:
     """Read and validate an observations table (path, Polars or pandas frame).
 
     `source`/`condition` fill those columns when the table lacks them (e.g. a file that
     holds only generated images).
     """
-    where = None
-    if isinstance(data, (str, Path)):
-        where = str(data)
-        df = read_table(data)
-    else:
-        df = _to_polars(data)
-    df = _fill(df, source=source, condition=condition)
+    df, where = _read_filled(data, source=source, condition=condition)
     return validate(df, "observations", source=where)
 
 
 def load_counts(data, *, source: str | None = None, condition: str | None = None) -> pl.DataFrame:
     """Read and validate a counts table (path, Polars or pandas frame)."""
-    where = None
-    if isinstance(data, (str, Path)):
-        where = str(data)
-        df = read_table(data)
-    else:
-        df = _to_polars(data)
-    df = _fill(df, source=source, condition=condition)
+    df, where = _read_filled(data, source=source, condition=condition)
     df = validate(df, "counts", source=where)
     _check_counts_nonnegative(df, f" in {where}" if where else "")
     return df
