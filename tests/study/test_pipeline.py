@@ -51,7 +51,7 @@ def _store(folder: Path, corpus: pl.DataFrame) -> Path:
     return folder / "index.csv"
 
 
-def _write_config(tmp_path: Path, extra: str = "", simulated: bool = False) -> Path:
+def _write_config(tmp_path: Path, extra: str = "", simulated: bool = False, classify_extra: str = "") -> Path:
     from biasamp.generate.testing import build_pipeline_folder, tiny_components
 
     corpus = _corpus(tmp_path / "corpus")
@@ -88,6 +88,7 @@ source = {source}
 [classify]
 face_detector = "dlib"
 classifier = "dlib-onnx"
+{classify_extra}
 [measure]
 n_boot = 100
 {extra}
@@ -102,7 +103,10 @@ def test_real_path_runs_every_stage_and_resumes(tmp_path):
     from biasamp.study.pipeline import build_stages
     from biasamp.study.runner import Runner
 
-    cfg_path = _write_config(tmp_path)
+    from biasamp.testing import build_tiny_clip
+
+    build_tiny_clip(tmp_path / "tiny-clip", image_size=32, patch_size=8)
+    cfg_path = _write_config(tmp_path, classify_extra='embed_model = "tiny-clip"')
     cfg = load_config(cfg_path)
     plan = plan_study(cfg)
     assert plan["stage"].to_list() == ["query", "select", "fetch", "classify-train", "generate.tiny",
@@ -125,6 +129,19 @@ def test_real_path_runs_every_stage_and_resumes(tmp_path):
     assert set(downloads["status"]) == {"ok"}
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [s["status"] for s in manifest["stages"]] == ["ran"] * 6
+
+    # training <-> generated image similarity per condition, from the saved CLIP embeddings
+    from biasamp.study.pipeline import _generations
+    from biasamp.study.report_stage import study_image_similarity
+
+    sim = study_image_similarity(
+        pl.read_parquet(runner.stage("select").dir / "selection.parquet"), runner.stage("classify-train").dir,
+        runner.stage("classify-gen.tiny").dir, _generations(runner.stage("generate.tiny").dir),
+        list(cfg.selection.conditions), n_boot=50, seed=0)
+    assert sim is not None and set(sim["occupation"]) == set(OCCUPATIONS)
+    assert {"keyword", "captions-as-prompts"} <= set(sim["condition"])
+    assert sim["similarity"].is_between(-1, 1).all() and (sim["ci_low"] <= sim["similarity"]).all()
+    assert (sim["n_train"] > 0).all() and (sim["n_gen"] > 0).all()
 
     # resume: nothing before measure runs again
     with pytest.raises(BiasampError):
