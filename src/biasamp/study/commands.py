@@ -34,20 +34,14 @@ def register(app: typer.Typer) -> None:
 
         Each stage is cached by a hash of its inputs and settings; an interrupted run resumes.
         """
-        from biasamp.study import load_config
-        from biasamp.study.pipeline import build_stages
-        from biasamp.study.runner import Runner
+        from biasamp.study import load_config, plan_study, run_study
         from biasamp.ui import print_table
 
         cfg = load_config(config)
-        runner = Runner(cfg, build_stages(cfg), show_progress=not quiet)
         if dry_run:
-            print_table(runner.plan().select("stage", "status", "key", "what"), title=f"plan → {cfg.out_dir}")
+            print_table(plan_study(cfg).select("stage", "status", "key", "what"), title=f"plan → {cfg.out_dir}")
             return
-        from biasamp.study import _set_threads, run_on_engine
-
-        _set_threads(cfg.study.threads)
-        result = run_on_engine(cfg, runner, tuple(force))
+        result = run_study(cfg, force=tuple(force), show_progress=not quiet)
         print_table(_summary_rows(result), title=f"stages ({result.seconds:.1f} s)")
         _print_paradox(cfg.out_dir)
 

@@ -117,16 +117,15 @@ def run_report(ctx: StageContext) -> None:
         for f in diag.glob("*.parquet"):
             shutil.copyfile(f, run / "diagnostics" / f.name)
 
+    from biasamp.classify import read_labels
+
     if "fetch" in ctx.deps:
-        from biasamp.classify import read_labels
         from biasamp.images import attrition_table
 
         downloads = pl.read_parquet(ctx.deps["fetch"] / "downloads.parquet")
         labels = read_labels(ctx.deps["classify-train"])
         selection = pl.read_parquet(run / "selection.parquet")
         atomic_write_parquet(attrition_table(selection, downloads, labels), run / "attrition.parquet")
-
-    from biasamp.classify import read_labels
 
     examples = []
     for m in models:

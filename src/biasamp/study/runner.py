@@ -190,6 +190,14 @@ class Runner:
 # Observations: the join of what was selected / generated with what the classifier said.
 
 
+def _label_columns(labels: pl.DataFrame) -> pl.DataFrame:
+    """item_id (as text), label and p_female (null when the classifier gave none), one row per item."""
+    return labels.select(
+        pl.col("item_id").cast(pl.Utf8), "label",
+        (pl.col("p_female") if "p_female" in labels.columns else pl.lit(None, pl.Float64)).alias("p_female"),
+    ).unique("item_id", keep="first")
+
+
 def train_observations(selection: pl.DataFrame, labels: pl.DataFrame, conditions: list[str]) -> pl.DataFrame:
     """Training-side observations: each selected caption's image label, per condition.
 
@@ -202,11 +210,7 @@ def train_observations(selection: pl.DataFrame, labels: pl.DataFrame, conditions
         has_pooled = sel.group_by("condition").agg((pl.col("template") == "pooled").any().alias("_p"))
         sel = sel.join(has_pooled, on="condition").filter(~pl.col("_p") | (pl.col("template") == "pooled")).drop("_p")
     sel = sel.unique(["condition", "occupation", "caption_id"], keep="first", maintain_order=True)
-    lab = labels.select(
-        pl.col("item_id").cast(pl.Utf8),
-        pl.col("label"),
-        (pl.col("p_female") if "p_female" in labels.columns else pl.lit(None, pl.Float64)).alias("p_female"),
-    ).unique("item_id", keep="first")
+    lab = _label_columns(labels)
     obs = (
         sel.select("condition", "occupation", pl.col("caption_id").cast(pl.Utf8).alias("item_id"))
         .join(lab, on="item_id", how="left")
@@ -224,10 +228,7 @@ def gen_observations(generations: pl.DataFrame, labels: pl.DataFrame, conditions
     """Generated-side observations. Images drawn from templates stand for every
     template-prompted condition (keyword, nearest, …); images drawn from captions stand for
     captions-as-prompts."""
-    lab = labels.select(
-        pl.col("item_id").cast(pl.Utf8), "label",
-        (pl.col("p_female") if "p_female" in labels.columns else pl.lit(None, pl.Float64)).alias("p_female"),
-    ).unique("item_id", keep="first")
+    lab = _label_columns(labels)
     g = generations.select(pl.col("item_id").cast(pl.Utf8), "occupation", "condition", pl.col("group").cast(pl.Utf8))
     g = g.join(lab, on="item_id", how="left").with_columns(pl.col("label").fill_null("error"))
     parts = []
