@@ -79,6 +79,7 @@ def child(corpus_dir: str, out: str, workers: int | None, partition: str) -> Non
     print(json.dumps({
         "captions": int(res.files["rows"].sum()), "mention_rows": int(res.files["mention_rows"].sum()),
         "candidates": int(res.files["candidates"].sum()), "wall": wall, "cpu": cpu, "peak_rss": rss,
+        "prefilter": json.loads((Path(out) / "query.manifest.json").read_text())["matcher"].get("prefilter"),
     }))
 
 
@@ -127,7 +128,7 @@ def main() -> int:
     print(f"  wall {r['wall']:.2f} s -> {rate / 1e6:.2f} M captions/s; CPU {r['cpu']:.2f} s -> "
           f"{cpu_rate / 1e6:.2f} M captions per CPU-second ({cpu_rate * os.cpu_count() / 1e6:.2f} M/s if all "
           f"{os.cpu_count()} CPUs were ours); peak RSS {r['peak_rss'] / 2**30:.2f} GiB")
-    print(f"  {r['candidates']:,} captions passed the prefilter, {r['mention_rows']:,} mention rows")
+    print(f"  {r['candidates']:,} captions passed the prefilter ({r.get('prefilter')} engine), {r['mention_rows']:,} mention rows")
     print(f"  after: {load()}")
     if rate < TARGET_RATE:
         failures.append(f"throughput {rate / 1e6:.2f} M/s < {TARGET_RATE / 1e6:.0f} M/s")

@@ -25,6 +25,21 @@ def _umask() -> int:
     return mask
 
 
+def cache_dir() -> Path | None:
+    """Where derived, re-computable data may be kept between runs: `$BIASAMP_CACHE_DIR`,
+    else `$XDG_CACHE_HOME/biasamp`, else `~/.cache/biasamp`. None if it cannot be made
+    (then nothing is cached). Setting `BIASAMP_CACHE_DIR=off` turns caching off."""
+    env = os.environ.get("BIASAMP_CACHE_DIR")
+    if env and env.lower() in ("off", "0", "none"):
+        return None
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "biasamp"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return base if os.access(base, os.W_OK) else None
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it onto `path` on success."""

@@ -54,6 +54,77 @@ def test_stats_against_a_reference(corpus_dir, tmp_path):
     assert s.occupations.equals(res.stats) and s.totals["captions_scanned"] == 30_000
 
 
+def test_compacted_layout_and_batches(corpus_dir, tmp_path, monkeypatch):
+    """Mentions of all input files end up in one file per occupation and batch."""
+    ref = query_corpus(str(corpus_dir), tmp_path / "s", progress=False, partition="shard", names=None).mentions()
+    res = query_corpus(str(corpus_dir), tmp_path / "q", progress=False, names=None, workers=2)
+    out = tmp_path / "q"
+    records = [json.loads(p.read_text()) for p in (out / "_compacted").glob("*.json")]
+    assert len(records) == 1 and len(records[0]["shards"]) == 3 and records[0]["rows"] == ref.height
+    batch = next((out / "_compacted").glob("*.json")).stem
+    files = list((out / "mentions").rglob("*.parquet"))
+    assert files and all(f.name == f"part-{batch}.parquet" for f in files)
+    assert len(files) == ref["occupation"].n_unique()
+    assert not list((out / "mentions" / query_mod.STAGED).glob("*"))  # nothing left staged
+    key = ["source", "row", "occupation"]
+    assert res.mentions().sort(key).equals(ref.sort(key))
+    # small batches: several batches, the same rows
+    small = query_mod.Compactor
+    monkeypatch.setattr(query_mod, "Compactor", lambda out, **kw: small(out, **{**kw, "batch_rows": 700}))
+    res2 = query_corpus(str(corpus_dir), tmp_path / "q2", progress=False, names=None, workers=1)
+    assert len(list((tmp_path / "q2" / "_compacted").glob("*.json"))) >= 2
+    assert res2.mentions().sort(key).equals(ref.sort(key))
+    assert res2.stats.equals(res.stats)
+
+
+def test_interrupted_compaction_is_redone(corpus_dir, tmp_path, monkeypatch):
+    ref = query_corpus(str(corpus_dir), tmp_path / "ref", progress=False, names=None).mentions()
+    key = ["source", "row", "occupation"]
+    real_write = query_mod.Compactor._write_batch
+
+    def dying_write(self, items):  # killed after some occupation files, before the batch record
+        parts = items[0][1]
+        occ = sorted(parts)[0]
+        query_mod.atomic_write_parquet(parts[occ], self.mdir / f"occupation={occ}" / "part-bdeadbeefdeadbeef.parquet")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(query_mod.Compactor, "_write_batch", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        query_corpus(str(corpus_dir), tmp_path / "k", progress=False, names=None)
+    out = tmp_path / "k"
+    # every input file is committed (staged); the unrecorded batch file is not read
+    assert len(list((out / "_progress").glob("*.json"))) == 3
+    assert len(list((out / "mentions" / query_mod.STAGED).glob("*.arrow"))) == 3
+    assert read_mentions(out).sort(key).equals(ref.sort(key))
+    assert corpus_stats(out).totals["mention_rows"] == ref.height
+    # killed after the batch record, before the staged files were deleted: still read once
+    monkeypatch.setattr(query_mod.Compactor, "_write_batch", real_write)
+    real_unlink = query_mod.Path.unlink
+
+    def no_unlink(self, missing_ok=False):
+        if self.suffix == ".arrow":
+            raise KeyboardInterrupt
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(query_mod.Path, "unlink", no_unlink)
+    with pytest.raises(KeyboardInterrupt):
+        query_corpus(str(corpus_dir), tmp_path / "k", progress=False, names=None)
+    monkeypatch.setattr(query_mod.Path, "unlink", real_unlink)
+    assert len(list((out / "_compacted").glob("*.json"))) == 1
+    assert len(list((out / "mentions" / query_mod.STAGED).glob("*.arrow"))) == 3
+    assert read_mentions(out).sort(key).equals(ref.sort(key))
+    # the next run tidies up: no leftovers, no duplicates, nothing re-read from the corpus
+    done = []
+    real_process = query_mod.process_file
+    monkeypatch.setattr(query_mod, "process_file", lambda cf, *a, **k: done.append(cf.path) or real_process(cf, *a, **k))
+    res = query_corpus(str(corpus_dir), tmp_path / "k", progress=False, names=None)
+    assert done == []
+    assert not list((out / "mentions" / query_mod.STAGED).glob("*.arrow"))
+    assert not list((out / "mentions").rglob("part-bdeadbeefdeadbeef.parquet"))
+    assert res.mentions().sort(key).equals(ref.sort(key))
+    assert tables.read_table(out / "mentions", "mentions").height == ref.height
+
+
 def test_shard_partition(corpus_dir, tmp_path):
     res = query_corpus(str(corpus_dir), tmp_path / "s", progress=False, partition="shard", names=None)
     files = sorted(p.name for p in (tmp_path / "s" / "mentions").glob("*.parquet"))

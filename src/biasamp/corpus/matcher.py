@@ -34,6 +34,7 @@ import mmh3
 import polars as pl
 import pyarrow as pa
 
+from biasamp.corpus.prefilter import Prefilter, prefilter_regex  # noqa: F401 - re-exported
 from biasamp.errors import BiasampError
 from biasamp.vocab.lexicons import Lexicon, load_lexicon
 from biasamp.vocab.occupations import (
@@ -100,40 +101,6 @@ def _contained(m: str, items: set[str]) -> list[str]:
     return sorted({" ".join(w[i:j]) for i in range(len(w)) for j in range(i + 1, len(w) + 1)} & items)
 
 
-def _implies(k2: tuple[str, ...], k1: tuple[str, ...]) -> bool:
-    """Does every raw text matching key k1 also match key k2?"""
-    if len(k2) == 1:
-        return any(k2[0] in w for w in k1)
-    if len(k2) != len(k1):
-        return False
-    return k1[0].endswith(k2[0]) and k1[-1].startswith(k2[-1]) and k1[1:-1] == k2[1:-1]
-
-
-def prefilter_regex(forms: list[str]) -> str:
-    """One case-insensitive regex that every caption mentioning a form matches.
-
-    Each form's words, joined by "any run of non-word characters", after the start of the
-    text or a character that is not an ASCII letter or digit (a superset of the word
-    starts that normalisation makes: "_" and "é" are word characters to Rust's `\\b`,
-    separators or letters to the normaliser); no end boundary, so plurals and possessives
-    of a key also match. Keys implied by another key ("engineers" by "engineer") are dropped.
-    """
-    keys = {tuple(f.split()) for f in forms}
-    keys = {k for k in keys if not any(o != k and _implies(o, k) for o in keys)}
-    ascii_start, other = [], []
-    for k in sorted(keys, key=lambda k: (-len(" ".join(k)), k)):
-        for w in k:
-            if any(ch in _RX_META for ch in w):
-                raise ValueError(f"unexpected regex character in normalised word {w!r}")
-        body = r"[\W_]+".join(k)
-        (ascii_start if k[0][:1].isascii() else other).append(body)
-    alts = []
-    if ascii_start:
-        alts.append(r"(?:^|[^a-zA-Z0-9])(?:" + "|".join(ascii_start) + ")")
-    alts += other
-    return "(?i)(?:" + "|".join(alts) + ")"
-
-
 @dataclass
 class CaptionMatcher:
     """Occupations + a gender lexicon (+ a person-name finder) compiled for matching.
@@ -144,6 +111,7 @@ class CaptionMatcher:
     occupations: list[Occupation] = field(default_factory=lambda: load_occupations())
     lexicon: Lexicon = field(default_factory=lambda: load_lexicon("paper"))
     names: str | None = "auto"  # name-finder backend: "auto", "capitalised", "spacy", or None (off)
+    prefilter_engine: str = "auto"  # "auto" (hyperscan where it imports), "hyperscan", "regex"
 
     def __post_init__(self):
         if not self.occupations:
@@ -160,7 +128,9 @@ class CaptionMatcher:
         implied = [(m, i) for m in sorted(items) + merged for i in _contained(m, items)]
         self.implied = pl.DataFrame(implied, schema={"_match": pl.Utf8, "item": pl.Utf8}, orient="row")
         self.match_regex = r"\b(?:" + _rx(sorted(items) + merged) + r")\b"
-        self.prefilter_regex = prefilter_regex(forms)
+        self._prefilter = Prefilter(forms, self.prefilter_engine)
+        self.prefilter_engine = self._prefilter.engine
+        self.prefilter_regex = self._prefilter.regex
         self._finder = None
         self.names_backend = None
         if self.names:
@@ -199,14 +169,19 @@ class CaptionMatcher:
             "n_forms": self.form_occupation.height,
             "lexicon": self.lexicon.name,
             "names": self.names_backend,
+            "prefilter": self.prefilter_engine,
             "fingerprint": self.fingerprint(),
         }
 
     # -- matching ----------------------------------------------------------------------
     def prefilter(self, text: str | pl.Expr = "text") -> pl.Expr:
-        """True for captions that may mention an occupation (a superset of the matches)."""
-        e = pl.col(text) if isinstance(text, str) else text
-        return e.str.contains(self.prefilter_regex)
+        """True for captions that may mention an occupation (a superset of the matches);
+        the regex engine, as an expression for lazy scans."""
+        return self._prefilter.expr(text)
+
+    def candidate_rows(self, texts: pl.Series | pa.Array | pa.ChunkedArray) -> pl.Series:
+        """Positions of the captions that may mention an occupation (`biasamp.corpus.prefilter`)."""
+        return pl.Series("row", self._prefilter.rows(texts), dtype=pl.Int64)
 
     def match(self, df: pl.DataFrame, *, text: str = "text", key: str = "row") -> pl.DataFrame:
         """Exact stage: one row per (key, occupation) with forms, indicator terms and names.
@@ -345,7 +320,7 @@ def query_batch(
     if df.schema["text"] != pl.Utf8:
         df = df.with_columns(pl.col("text").cast(pl.Utf8))
     if not prefiltered:
-        df = df.filter(matcher.prefilter("text"))
+        df = df[matcher.candidate_rows(df["text"])]
     found = matcher.match(df, text="text", key="row")
     base_cols = ["row", "text"] + [c for c in ("url", "hash") if c in df.columns] + [c for c in keep if c in df.columns and c not in ("row", "text", "url", "hash")]
     rows = df.select(base_cols).join(found.select("row").unique(), on="row", how="semi")

@@ -33,9 +33,50 @@ def excluded_words() -> frozenset[str]:
     return frozenset(w.strip().lower() for w in lines if w.strip() and not w.startswith("#"))
 
 
+#: Bump when `_derive_first_names` changes, so cached tables are rebuilt.
+FIRST_NAMES_RULES = 1
+
+
 @lru_cache(maxsize=1)
 def first_name_genders() -> dict[str, str]:
-    """gender-guesser's first names -> 'male' | 'female' (mostly_ folded in, andy dropped)."""
+    """gender-guesser's first names -> 'male' | 'female' (mostly_ folded in, andy dropped).
+
+    Deriving it takes about 0.3-0.5 s (gender-guesser parses its whole dictionary), so the
+    result is kept in `biasamp.store.cache_dir()`, keyed by gender-guesser's version, its
+    data file's size and these rules."""
+    import hashlib
+    from importlib import metadata
+    from pathlib import Path
+
+    from biasamp.store import atomic_path, cache_dir
+
+    import gender_guesser
+
+    data = Path(gender_guesser.__file__).parent / "data" / "nam_dict.txt"
+    try:
+        version = metadata.version("gender-guesser")
+    except metadata.PackageNotFoundError:
+        version = "?"
+    size = data.stat().st_size if data.exists() else 0
+    key = hashlib.sha256(f"{version}|{size}|{FIRST_NAMES_RULES}".encode()).hexdigest()[:16]
+    cache = cache_dir()
+    path = cache / f"first-names-{key}.parquet" if cache else None
+    if path is not None and path.exists():
+        try:
+            return dict(pl.read_parquet(path).iter_rows())
+        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt below
+            pass
+    out = _derive_first_names()
+    if path is not None:
+        try:
+            with atomic_path(path) as tmp:
+                pl.DataFrame({"name": list(out), "gender": list(out.values())}).write_parquet(tmp)
+        except OSError:
+            pass
+    return out
+
+
+def _derive_first_names() -> dict[str, str]:
     import re
 
     from gender_guesser.detector import Detector

@@ -2,22 +2,29 @@
 
 Output folder layout (`out`):
 
-    mentions/occupation=<slug>/part-<shard>.parquet   one file per (occupation, input file)
-    mentions/part-<shard>.parquet                      with partition="shard" instead
+    mentions/occupation=<slug>/part-<batch>.parquet   the mentions, by occupation; one file per
+                                                       occupation and compacted batch of input files
+    mentions/part-<shard>.parquet                      with partition="shard" instead: one per input file
+    mentions/_staged/part-<shard>.arrow                an input file's mentions until compacted
     _progress/<shard>.json                             an input file is done (its counts)
+    _compacted/<batch>.json                            the input files a compacted batch holds
     files.parquet                                      one row per input file (the skip list too)
     stats.parquet                                      per-occupation statistics
     query.manifest.json                                parameters, versions, matcher fingerprint
 
 `<shard>` is the input file's base name plus a hash of its full path. An input file is
-committed when its `_progress` marker is written (after its parts, each written
+committed when its `_progress` marker is written (after its staged part, written
 atomically); a re-run skips committed files and first deletes parts of uncommitted ones,
-so a killed run resumes without duplicates. `read_mentions` reads committed parts only;
-`biasamp.tables.read_table(out / "mentions", "mentions")` reads every part.
+so a killed run resumes without duplicates. At the end of a run, `compact` moves the staged
+parts into the occupation partitions batch by batch (files, then the batch's record, then
+the staged parts are deleted; an interrupted compaction is redone). `read_mentions` reads
+committed rows only, staged or compacted, each once;
+`biasamp.tables.read_table(out / "mentions", "mentions")` reads every Parquet part.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +44,9 @@ from biasamp.vocab.lexicons import load_lexicon
 from biasamp.vocab.occupations import load_occupations, slug
 
 PARTITIONS = ("occupation", "shard")
+STAGED = "_staged"  # mentions/_staged/part-<shard>.arrow: an input file's rows before compaction
+COMPACTED = "_compacted"  # out/_compacted/<batch>.json: the input files a compacted batch holds
+COMPACT_ROWS = 1_000_000  # mention rows per compacted batch (about 0.3 GB in memory)
 FILES_SCHEMA = {
     "source": pl.Utf8, "shard": pl.Utf8, "format": pl.Utf8, "status": pl.Utf8, "rows": pl.Int64,
     "null_text": pl.Int64, "empty_text": pl.Int64, "non_utf8": pl.Int64, "candidates": pl.Int64,
@@ -66,10 +76,10 @@ def shard_id(path: str) -> str:
     return f"{stem}-{mmh3.hash64(path)[0] & 0xFFFFFFFF:08x}"
 
 
-def make_matcher(occupations=None, lexicon="paper", names="auto", synonyms=False) -> CaptionMatcher:
+def make_matcher(occupations=None, lexicon="paper", names="auto", synonyms=False, prefilter_engine="auto") -> CaptionMatcher:
     occs = load_occupations(occupations, synonyms=synonyms)
     lex = load_lexicon(lexicon)
-    return CaptionMatcher(occs, lex, names if names else None)
+    return CaptionMatcher(occs, lex, names if names else None, prefilter_engine)
 
 
 def _bad_file(path: str, e: Exception) -> BiasampError:
@@ -91,18 +101,15 @@ def process_file(cf: CorpusFile, matcher: CaptionMatcher, keep: tuple[str, ...] 
     if lf is not None and cf.format == "parquet":
         # Two phases: decode only the caption column and prefilter it; then decode the
         # other columns (url, id, kept ones) and keep only the surviving rows.
-        text = pl.col("text")
-        s = lf.select(text).collect()["text"]
+        s = lf.select(pl.col("text")).collect()["text"]
         info["rows"] = s.len()
         info["null_text"] = s.null_count()
-        nonempty = s.str.len_bytes() > 0
-        info["empty_text"] = int(s.len() - info["null_text"] - (nonempty.sum() or 0))
-        keep_mask = (nonempty & s.str.contains(matcher.prefilter_regex)).fill_null(False)
-        idx = keep_mask.arg_true()
+        info["empty_text"] = int((s.str.len_bytes() == 0).sum() or 0)
+        idx = matcher.candidate_rows(s)
         info["candidates"] = idx.len()
         rest = lf.drop("text", "row").collect()
         cand_df = pl.concat(
-            [idx.cast(pl.Int64).alias("row").to_frame(), s.gather(idx).to_frame("text"), rest[idx]], how="horizontal"
+            [idx.alias("row").to_frame(), s.gather(idx).to_frame("text"), rest[idx]], how="horizontal"
         )
         keep_cols = tuple(cf.columns.keep)
         mentions = query_batch(cand_df, matcher, source=cf.path, prefiltered=True, keep=keep_cols)
@@ -129,7 +136,7 @@ def process_file(cf: CorpusFile, matcher: CaptionMatcher, keep: tuple[str, ...] 
             info["rows"] += batch.height
             info["null_text"] += text.null_count()
             info["empty_text"] += int((text.str.len_bytes() == 0).sum() or 0)
-            cand = batch.filter(pl.col("text").is_not_null() & matcher.prefilter("text"))
+            cand = batch[matcher.candidate_rows(text)]
             info["candidates"] += cand.height
             keep_cols = tuple(cf.columns.keep) if cf.columns else ()
             parts.append(query_batch(cand, matcher, source=cf.path, prefiltered=True, keep=keep_cols))
@@ -150,27 +157,52 @@ def process_file(cf: CorpusFile, matcher: CaptionMatcher, keep: tuple[str, ...] 
         id_column=cf.columns.id if cf.columns else None,
         seconds=time.perf_counter() - t0,
     )
+    info["counts"] = indicator_counts(mentions)
     return mentions, info
 
 
+def indicator_counts(mentions: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """{occupation: {indicator: rows}}: kept in each file's progress marker, so the
+    statistics of a run are sums of small dicts, not a scan of all its mentions."""
+    if not mentions.height:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for occ, ind, n in mentions.group_by("occupation", "indicator").len().iter_rows():
+        out.setdefault(occ, {})[ind] = int(n)
+    return out
+
+
 def _commit(out: Path, shard: str, mentions: pl.DataFrame, info: dict, partition: str) -> None:
+    """Write one input file's mentions atomically, then its progress marker.
+
+    With partition="occupation" the rows go to one staged file per input file
+    (`mentions/_staged/part-<shard>.arrow`, Arrow IPC: writing and reading it back costs
+    almost nothing); `compact` later moves them into the occupation partitions, a few
+    large Parquet files (one small file per occupation and input file cost more CPU to
+    write than the matching itself, and would make LAION-size outputs hundreds of
+    thousands of files). Parquet parts are written with LZ4 and no column statistics, the
+    cheapest Parquet write.
+    """
     mdir = out / "mentions"
     if partition == "skip":
         pass
     elif partition == "occupation":
         if mentions.height:
-            # Many small files per input file: LZ4 without column statistics is the cheapest
-            # write here (about 20% less CPU than the zstd default for the same rows).
-            for (occ,), part in mentions.partition_by("occupation", as_dict=True, maintain_order=True).items():
-                with atomic_path(mdir / f"occupation={slug(occ)}" / f"part-{shard}.parquet") as tmp:
-                    part.write_parquet(tmp, compression="lz4", statistics=False)
+            with atomic_path(mdir / STAGED / f"part-{shard}.arrow") as tmp:
+                mentions.write_ipc(tmp, compression="uncompressed")
     else:
         atomic_write_parquet(mentions, mdir / f"part-{shard}.parquet")
     atomic_write_json(info, out / "_progress" / f"{shard}.json")
 
 
 def _parts_of(mdir: Path, shard: str) -> list[Path]:
-    return list(mdir.glob(f"part-{shard}.parquet")) + list(mdir.glob(f"occupation=*/part-{shard}.parquet"))
+    """Every part file an input file may have left (also the per-file partition files of
+    earlier versions of this layout)."""
+    return (
+        list(mdir.glob(f"part-{shard}.parquet"))
+        + list(mdir.glob(f"{STAGED}/part-{shard}.arrow"))
+        + list(mdir.glob(f"occupation=*/part-{shard}.parquet"))
+    )
 
 
 def _markers(out: Path) -> dict[str, dict]:
@@ -178,6 +210,131 @@ def _markers(out: Path) -> dict[str, dict]:
     if not d.exists():
         return {}
     return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+
+
+def _batches(out: Path) -> dict[str, list[str]]:
+    """Compacted batches: batch id -> the input files' shard ids it holds."""
+    d = out / COMPACTED
+    if not d.exists():
+        return {}
+    return {p.stem: json.loads(p.read_text())["shards"] for p in sorted(d.glob("*.json"))}
+
+
+def _tidy(out: Path) -> None:
+    """Remove what an interrupted run left: temporary files, partition files of batches
+    that were never recorded, staged files whose rows are already compacted."""
+    mdir = out / "mentions"
+    for tmp in list(mdir.rglob(".*.tmp")):
+        tmp.unlink(missing_ok=True)
+    batches = _batches(out)
+    shards = set(_markers(out))
+    compacted = {sh for b in batches.values() for sh in b}
+    for f in mdir.glob("occupation=*/part-*.parquet"):
+        key = f.stem[len("part-"):]
+        if key not in batches and key not in shards:
+            f.unlink()
+    for f in mdir.glob(f"{STAGED}/part-*.arrow"):
+        if f.stem[len("part-"):] in compacted:
+            f.unlink()
+
+
+class Compactor:
+    """Moves committed input files' mentions into the occupation partitions, in batches.
+
+    `add(shard, mentions)` takes the rows of an input file that was just committed (its
+    staged file is on disk): they are split by occupation at once (in the worker's thread)
+    and kept in memory; when `batch_rows` rows are held, a batch is written. `finish()`
+    writes what is held, then compacts staged files on disk that are not in memory (input
+    files of an earlier, interrupted run). A batch is one Parquet file per occupation,
+    `occupation=<slug>/part-<batch>.parquet`, written atomically; then
+    `_compacted/<batch>.json` records its input files; then their staged files are deleted.
+    An interrupted compaction is redone by the next run (`_tidy` removes its files).
+    """
+
+    def __init__(self, out: Path, *, batch_rows: int = COMPACT_ROWS, workers: int | None = None):
+        import threading
+
+        self.out = Path(out)
+        self.mdir = self.out / "mentions"
+        self.batch_rows = batch_rows
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.held: list[tuple[str, dict[str, pl.DataFrame]]] = []
+        self.held_rows = 0
+        self.written: list[str] = []
+        self._hold = threading.Lock()
+        self._write = threading.Lock()
+
+    def add(self, shard: str, mentions: pl.DataFrame) -> None:
+        if not mentions.height:
+            return
+        # A copy: the rows' strings are views into the whole input file's decoded columns,
+        # which would otherwise stay in memory as long as the rows are held.
+        mentions = pl.from_arrow(mentions.to_arrow(compat_level=pl.CompatLevel.oldest()))
+        parts = {occ: df for (occ,), df in mentions.partition_by("occupation", as_dict=True, maintain_order=True).items()}
+        with self._hold:
+            self.held.append((shard, parts))
+            self.held_rows += mentions.height
+            if self.held_rows < self.batch_rows:
+                return
+            take, self.held, self.held_rows = self.held, [], 0
+        self._write_batch(take)
+
+    def finish(self) -> list[str]:
+        with self._hold:
+            take, self.held, self.held_rows = self.held, [], 0
+        if take:
+            self._write_batch(take)
+        self._compact_disk()
+        return self.written
+
+    def _write_batch(self, items: list[tuple[str, dict[str, pl.DataFrame]]]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        items = sorted(items, key=lambda it: it[0])  # the same batch holds its rows in the same order
+        shards = [sh for sh, _ in items]
+        batch = "b" + hashlib.sha256("\n".join(shards).encode()).hexdigest()[:16]
+        by_occ: dict[str, list[pl.DataFrame]] = {}
+        for _, parts in items:
+            for occ, df in parts.items():
+                by_occ.setdefault(occ, []).append(df)
+
+        def write(occ: str) -> int:
+            df = pl.concat(by_occ[occ], how="diagonal_relaxed") if len(by_occ[occ]) > 1 else by_occ[occ][0]
+            with atomic_path(self.mdir / f"occupation={slug(occ)}" / f"part-{batch}.parquet") as tmp:
+                df.write_parquet(tmp, compression="lz4", statistics=False)
+            return df.height
+
+        with self._write:  # one batch at a time, its files written by all cores
+            with ThreadPoolExecutor(self.workers) as pool:
+                rows = sum(pool.map(write, sorted(by_occ)))
+            atomic_write_json({"shards": shards, "rows": rows}, self.out / COMPACTED / f"{batch}.json")
+            for sh in shards:
+                (self.mdir / STAGED / f"part-{sh}.arrow").unlink(missing_ok=True)
+            self.written.append(batch)
+
+    def _compact_disk(self) -> None:
+        """Staged files on disk (committed input files not compacted yet), in batches."""
+        _tidy(self.out)
+        done = _markers(self.out)
+        staged = sorted(f for f in self.mdir.glob(f"{STAGED}/part-*.arrow") if f.stem[len("part-"):] in done)
+        group, rows = [], 0
+        for i, f in enumerate(staged):
+            group.append(f)
+            rows += int(done[f.stem[len("part-"):]].get("mention_rows") or 0)
+            if rows >= self.batch_rows or i == len(staged) - 1:
+                items = []
+                for g in group:
+                    df = pl.read_ipc(g)
+                    parts = {occ: d for (occ,), d in df.partition_by("occupation", as_dict=True, maintain_order=True).items()}
+                    items.append((g.stem[len("part-"):], parts))
+                self._write_batch(items)
+                group, rows = [], 0
+
+
+def compact(out: str | Path, *, batch_rows: int = COMPACT_ROWS, workers: int | None = None) -> list[str]:
+    """Compact the staged mentions of an output folder (see `Compactor`); returns the
+    batch ids written."""
+    return Compactor(Path(out), batch_rows=batch_rows, workers=workers).finish()
 
 
 def query_corpus(
@@ -198,6 +355,7 @@ def query_corpus(
     progress: bool = True,
     matcher: CaptionMatcher | None = None,
     workers: int | None = None,
+    prefilter: str = "auto",
 ) -> QueryResult:
     """Find every caption that mentions an occupation, with its gender indicators.
 
@@ -205,7 +363,8 @@ def query_corpus(
     returns them. Resumes a previous run into the same `out` with the same settings;
     `overwrite=True` starts afresh. `names`: "auto" | "capitalised" | "spacy" | None (off).
     `workers` input files are read at once (default: one per CPU core); each is itself
-    scanned by Polars on all cores.
+    scanned by Polars on all cores. `prefilter`: "auto" | "hyperscan" | "regex"
+    (`biasamp.corpus.prefilter`; the result is the same, only the speed differs).
     """
     from biasamp import ui
 
@@ -213,7 +372,7 @@ def query_corpus(
         raise BiasampError(f"unknown partition {partition!r}", hint=f"one of {', '.join(PARTITIONS)}")
     out = Path(out)
     files = resolve_inputs(corpus)
-    matcher = matcher or make_matcher(occupations, lexicon, names, synonyms)
+    matcher = matcher or make_matcher(occupations, lexicon, names, synonyms, prefilter)
     params = {
         "corpus": [str(c) for c in ([corpus] if isinstance(corpus, str) else corpus)],
         "occupations": str(occupations) if occupations is not None and not isinstance(occupations, list) else occupations,
@@ -233,19 +392,18 @@ def query_corpus(
                 hint="use another --out folder, or --overwrite to replace it",
             )
         if overwrite:
-            for sub in ("mentions", "_progress"):
+            for sub in ("mentions", "_progress", COMPACTED):
                 shutil.rmtree(out / sub, ignore_errors=True)
             for f in ("files.parquet", "stats.parquet"):
                 (out / f).unlink(missing_ok=True)
     elif overwrite:
-        shutil.rmtree(out / "mentions", ignore_errors=True)
-        shutil.rmtree(out / "_progress", ignore_errors=True)
+        for sub in ("mentions", "_progress", COMPACTED):
+            shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, "query", params, extra={"matcher": matcher.describe(), "inputs": len(files)})
     mdir = out / "mentions"
     mdir.mkdir(exist_ok=True)
-    for tmp in list(mdir.rglob(".*.tmp")):
-        tmp.unlink(missing_ok=True)
+    _tidy(out)
     (mdir / "part-empty.parquet").unlink(missing_ok=True)
     done = _markers(out)
     shards = {f: shard_id(f) for f in files}
@@ -269,7 +427,10 @@ def query_corpus(
             _commit(out, sh, pl.DataFrame(), {**base, "status": "skipped", "error": str(err)}, "skip")
             return
         _commit(out, sh, mentions, {**base, "status": "ok", **info}, partition)
+        if compactor is not None:
+            compactor.add(sh, mentions)
 
+    compactor = Compactor(out, workers=workers) if partition == "occupation" else None
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     with ui.progress("query captions (files)", total=len(files), enabled=progress) as advance:
         advance(len(files) - len(todo))
@@ -291,11 +452,15 @@ def query_corpus(
                                 other.cancel()
                             raise fut.exception()
                         advance()
+    if compactor is not None:
+        compactor.finish()
     files_df = files_table(out)  # every committed input file of this folder, this run's and earlier ones
     if not any(mdir.rglob("*.parquet")):
         atomic_write_parquet(_empty_mentions(matcher), mdir / "part-empty.parquet")
     atomic_write_parquet(files_df, out / "files.parquet")
-    stats = mention_stats(scan_mentions(out), files_df)
+    stats = marker_stats(out, files_df)
+    if stats is None:  # markers of an older version without counts: count the mentions
+        stats = mention_stats(scan_mentions(out), files_df)
     atomic_write_parquet(stats, out / "stats.parquet")
     return QueryResult(out, files_df, stats)
 
@@ -324,10 +489,14 @@ def _committed_files(path: str | Path) -> tuple[Path, list[Path]]:
     mdir, out = _mentions_dir(path)
     if not mdir.is_dir():
         raise BiasampError(f"no mentions folder at {path}", hint="run `biasamp captions query … --out DIR` first")
-    files = sorted(mdir.rglob("*.parquet"))
+    files = sorted(mdir.rglob("*.parquet")) + sorted(mdir.glob(f"{STAGED}/part-*.arrow"))
     if out is not None:
-        ok = set(_markers(out))
-        files = [f for f in files if f.name == "part-empty.parquet" or f.stem[len("part-"):] in ok]
+        # committed: a compacted batch's files, staged or per-file parts of input files with
+        # a progress marker whose rows are not in a compacted batch yet
+        batches = _batches(out)
+        compacted = {sh for b in batches.values() for sh in b}
+        ok = set(_markers(out)) - compacted
+        files = [f for f in files if f.name == "part-empty.parquet" or f.stem[len("part-"):] in ok or f.stem[len("part-"):] in batches]
     return mdir, files
 
 
@@ -336,7 +505,14 @@ def scan_mentions(path: str | Path, columns: tuple[str, ...] = ("caption_id", "o
     _, files = _committed_files(path)
     if not files:
         return tables.MENTIONS.empty().select(columns).lazy()
-    return pl.scan_parquet(files, hive_partitioning=False).select(columns)
+    pq = [f for f in files if f.suffix == ".parquet"]
+    ipc = [f for f in files if f.suffix == ".arrow"]
+    scans = ([pl.scan_parquet(pq, hive_partitioning=False).select(columns)] if pq else []) + [pl.scan_ipc(f).select(columns) for f in ipc]
+    return pl.concat(scans, how="vertical_relaxed")
+
+
+def _read_part(f: Path) -> pl.DataFrame:
+    return pl.read_ipc(f) if f.suffix == ".arrow" else pl.read_parquet(f, hive_partitioning=False)
 
 
 def read_mentions(path: str | Path, occupations: list[str] | None = None) -> pl.DataFrame:
@@ -350,13 +526,32 @@ def read_mentions(path: str | Path, occupations: list[str] | None = None) -> pl.
         files = [f for f in files if not f.parent.name.startswith("occupation=") or f.parent.name.split("=", 1)[1] in want]
     if not files:
         return tables.validate(tables.MENTIONS.empty(), "mentions", source=mdir)
-    df = pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in files], how="diagonal_relaxed")
+    df = pl.concat([_read_part(f) for f in files], how="diagonal_relaxed")
     if occupations is not None:
         df = df.filter(pl.col("occupation").is_in(list(occupations)))
     return tables.validate(df, "mentions", source=mdir)
 
 
-def mention_stats(mentions: pl.DataFrame | pl.LazyFrame, files: pl.DataFrame | None = None) -> pl.DataFrame:
+def marker_stats(out: str | Path, files: pl.DataFrame) -> pl.DataFrame | None:
+    """`mention_stats` from the per-file counts in the progress markers (None if a marker
+    has none)."""
+    rows: dict[tuple[str, str], int] = {}
+    for m in _markers(Path(out)).values():
+        if m.get("status") != "ok":
+            continue
+        if "counts" not in m:
+            return None
+        for occ, by in m["counts"].items():
+            for ind, n in by.items():
+                rows[(occ, ind)] = rows.get((occ, ind), 0) + n
+    counts = pl.DataFrame(
+        [(o, i, n) for (o, i), n in rows.items()],
+        schema={"occupation": pl.Utf8, "indicator": pl.Utf8, "n": pl.Int64}, orient="row",
+    )
+    return mention_stats(counts, files, weight="n")
+
+
+def mention_stats(mentions: pl.DataFrame | pl.LazyFrame, files: pl.DataFrame | None = None, weight: str | None = None) -> pl.DataFrame:
     """Per occupation: captions, counts by indicator, indicator rate, male/female shares.
 
     - `indicator_rate` = captions with any gender indicator / captions;
@@ -365,12 +560,13 @@ def mention_stats(mentions: pl.DataFrame | pl.LazyFrame, files: pl.DataFrame | N
     - `per_million` = captions per million captions scanned (non-null texts of ok files).
     """
     c = pl.col("indicator")
-    g = mentions.lazy().group_by("occupation").agg(
-        pl.len().cast(pl.Int64).alias("captions"),
-        (c == "male").sum().cast(pl.Int64).alias("male"),
-        (c == "female").sum().cast(pl.Int64).alias("female"),
-        (c == "both").sum().cast(pl.Int64).alias("both"),
-        (c == "none").sum().cast(pl.Int64).alias("none"),
+    lf = mentions.lazy()
+    if weight is None:  # one row per mention
+        lf = lf.with_columns(pl.lit(1, dtype=pl.Int64).alias("_n"))
+    w = pl.col(weight or "_n")
+    g = lf.group_by("occupation").agg(
+        w.sum().cast(pl.Int64).alias("captions"),
+        *[w.filter(c == k).sum().cast(pl.Int64).alias(k) for k in ("male", "female", "both", "none")],
     ).collect(engine="streaming")
     one_way = pl.col("male") + pl.col("female")
     scanned = None

@@ -118,6 +118,7 @@ def query_corpus(
     workers: int | None = None,
     num_cpus: float = 1,
     commit: str = "worker",
+    prefilter: str = "auto",
 ):
     """`biasamp.corpus.query.query_corpus` on an engine: one task per input file.
 
@@ -135,7 +136,7 @@ def query_corpus(
 
     kw = dict(occupations=occupations, lexicon=lexicon, names=names, synonyms=synonyms, text_column=text_column,
               url_column=url_column, id_column=id_column, keep=tuple(keep), skip_bad_files=skip_bad_files,
-              partition=partition, progress=progress)
+              partition=partition, progress=progress, prefilter=prefilter)
     eng, owned = _engine(engine, address, engine_options)
     try:
         if eng.is_local:
@@ -144,7 +145,7 @@ def query_corpus(
             raise BiasampError(f"unknown partition {partition!r}", hint=f"one of {', '.join(q.PARTITIONS)}")
         out = Path(out)
         files = resolve_inputs(corpus)
-        matcher = matcher or q.make_matcher(occupations, lexicon, names, synonyms)
+        matcher = matcher or q.make_matcher(occupations, lexicon, names, synonyms, prefilter)
         params = {
             "corpus": [str(c) for c in ([corpus] if isinstance(corpus, (str, Path)) else corpus)],
             "occupations": str(occupations) if occupations is not None and not isinstance(occupations, list) else occupations,

@@ -1,0 +1,264 @@
+"""The prefilter: which captions could mention an occupation, found in one scan of the bytes.
+
+Every caption is looked at by the prefilter, so it decides the query's speed. It must keep
+every caption the exact stage would match (a superset; false positives only cost time in
+the exact stage). Two engines give that guarantee:
+
+- `hyperscan` (default where the `hyperscan` package imports, x86-64): Intel's multi-pattern
+  matcher scans the caption column's Arrow data buffers as they are, without a copy and
+  without per-caption calls, for one case-insensitive pattern per occupation key (its words
+  joined by "any run of non-word bytes"), and the match offsets are mapped back to rows
+  with a binary search. No left word boundary is asked for, so a match may start inside a
+  word ("factor" for "actor") or run across two adjacent captions in the buffer; both only
+  add candidates. Captions of 12 bytes or less live inside Arrow's string views, not in the
+  data buffers; they are few and go through the regex engine below.
+- `regex`: one case-insensitive regular expression (`prefilter_regex`) run by Polars (Rust's
+  regex crate) on each caption. Used for occupations with non-ASCII letters (whose case
+  folding Hyperscan does not do as Polars' lower-casing does), where hyperscan is missing,
+  and for short captions.
+
+Lower-casing can turn a non-ASCII character into an ASCII letter (KELVIN SIGN -> "k",
+LATIN CAPITAL LETTER I WITH DOT ABOVE -> "i" + a combining dot), which a byte scan for
+ASCII letters would not see: a caption containing one of `ASCII_LOWERING` is always a
+candidate.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from biasamp.errors import BiasampError
+
+#: Non-ASCII characters whose lower-case form contains an ASCII letter or digit (derived
+#: from the Unicode data by `ascii_lowering_chars()`; a test checks this list against it).
+ASCII_LOWERING = ("\u0130", "\u212a")
+
+#: Strings this long or shorter are stored inside an Arrow string view, not in its data buffers.
+VIEW_INLINE_BYTES = 12
+
+_RX_META = set(r"\.+*?()|[]{}^$#&-~")
+
+
+def ascii_lowering_chars() -> tuple[str, ...]:
+    """Non-ASCII characters whose `str.lower()` contains an ASCII letter or digit."""
+    import sys
+
+    return tuple(
+        chr(cp) for cp in range(0x80, sys.maxunicode + 1)
+        if any(ch.isascii() and ch.isalnum() for ch in chr(cp).lower())
+    )
+
+
+def _implies(k2: tuple[str, ...], k1: tuple[str, ...]) -> bool:
+    """Does every raw text matching key k1 also match key k2?"""
+    if len(k2) == 1:
+        return any(k2[0] in w for w in k1)
+    if len(k2) != len(k1):
+        return False
+    return k1[0].endswith(k2[0]) and k1[-1].startswith(k2[-1]) and k1[1:-1] == k2[1:-1]
+
+
+def prefilter_keys(forms: list[str]) -> list[tuple[str, ...]]:
+    """The occupation forms as word tuples, minus those another key already finds
+    ("engineers" is found by "engineer"), longest first."""
+    keys = {tuple(f.split()) for f in forms}
+    keys = {k for k in keys if not any(o != k and _implies(o, k) for o in keys)}
+    for k in keys:
+        for w in k:
+            if any(ch in _RX_META for ch in w):
+                raise ValueError(f"unexpected regex character in normalised word {w!r}")
+    return sorted(keys, key=lambda k: (-len(" ".join(k)), k))
+
+
+def prefilter_regex(forms: list[str]) -> str:
+    """One case-insensitive regex that every caption mentioning a form matches.
+
+    Each key's words, joined by "any run of non-word characters", after the start of the
+    text or a character that is not an ASCII letter or digit (a superset of the word
+    starts that normalisation makes: "_" and "é" are word characters to Rust's `\\b`,
+    separators or letters to the normaliser); no end boundary, so plurals and possessives
+    of a key also match.
+    """
+    ascii_start, other = [], []
+    for k in prefilter_keys(forms):
+        body = r"[\W_]+".join(k)
+        (ascii_start if k[0][:1].isascii() else other).append(body)
+    alts = []
+    if ascii_start:
+        alts.append(r"(?:^|[^a-zA-Z0-9])(?:" + "|".join(ascii_start) + ")")
+    alts += other
+    return "(?i)(?:" + "|".join(alts) + ")"
+
+
+def hyperscan_available() -> bool:
+    try:
+        import hyperscan  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or no usable CPU support: the regex engine is used
+        return False
+    return True
+
+
+class Prefilter:
+    """Candidate rows of a caption column (see module doc). Picklable; compiled lazily."""
+
+    def __init__(self, forms: list[str], engine: str = "auto"):
+        self.keys = prefilter_keys(forms)
+        self.regex = prefilter_regex(forms)
+        ascii_keys = all(w.isascii() for k in self.keys for w in k)
+        if engine == "auto":
+            engine = "hyperscan" if ascii_keys and hyperscan_available() else "regex"
+        elif engine == "hyperscan":
+            if not ascii_keys:
+                raise BiasampError("the hyperscan prefilter needs ASCII occupation names", hint="use prefilter engine 'regex'")
+            if not hyperscan_available():
+                raise BiasampError("the hyperscan prefilter needs the 'hyperscan' package", hint="pip install hyperscan, or use prefilter engine 'regex'")
+        elif engine != "regex":
+            raise BiasampError(f"unknown prefilter engine {engine!r}", hint="one of auto, hyperscan, regex")
+        self.engine = engine
+        self._db = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"keys": self.keys, "regex": self.regex, "engine": self.engine}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._db = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    # -- hyperscan ------------------------------------------------------------------------
+    def _database(self):
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    import hyperscan as hs
+
+                    pats = [r"[\W_]+".join(k).encode() for k in self.keys]
+                    pats += [c.encode() for c in ASCII_LOWERING]
+                    db = hs.Database(mode=hs.HS_MODE_BLOCK)
+                    db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[hs.HS_FLAG_CASELESS] * len(pats))
+                    self._db = db
+        return self._db
+
+    def _scratch(self, db):
+        s = getattr(self._local, "scratch", None)
+        if s is None:
+            import hyperscan as hs
+
+            s = self._local.scratch = hs.Scratch(db)
+        return s
+
+    def _scan_ends(self, buffers: list) -> list[np.ndarray]:
+        """End offsets of every match in each buffer."""
+        db = self._database()
+        scratch = self._scratch(db)
+        out = []
+        for buf in buffers:
+            ends: list[int] = []
+            if buf is not None and buf.size:
+                add = ends.append
+                db.scan(buf, match_event_handler=lambda _i, _f, to, _fl, _c: add(to), scratch=scratch)
+            out.append(np.asarray(ends, dtype=np.int64))
+        return out
+
+    def _hyperscan_rows(self, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate rows found in the data buffers, rows the regex must still check)."""
+        n = len(arr)
+        valid = None
+        if arr.null_count:
+            valid = np.asarray(arr.is_valid())
+        if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
+            bufs = arr.buffers()
+            views = np.frombuffer(bufs[1], dtype=np.int32, count=4 * (arr.offset + n)).reshape(-1, 4)[arr.offset:]
+            lens = views[:, 0]
+            long_ = lens > VIEW_INLINE_BYTES
+            if valid is not None:
+                long_ &= valid
+            data = bufs[2:]
+            sizes = np.array([b.size if b is not None else 0 for b in data], dtype=np.int64)
+            base = np.concatenate([[0], np.cumsum(sizes)])
+            if long_.all():  # the usual case: no gathers needed
+                rows = None
+                starts = base[views[:, 2]] + views[:, 3]
+                stops = starts + lens
+            else:
+                rows = np.flatnonzero(long_)
+                starts = base[views[rows, 2]] + views[rows, 3]
+                stops = starts + lens[rows]
+            short = np.flatnonzero((lens <= VIEW_INLINE_BYTES) & (lens > 0) & (valid if valid is not None else True))
+        else:
+            if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
+                odt = np.int64
+            elif pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
+                odt = np.int32
+            else:
+                raise TypeError(f"not a string column: {arr.type}")
+            bufs = arr.buffers()
+            offs = np.frombuffer(bufs[1], dtype=odt, count=arr.offset + n + 1)[arr.offset:].astype(np.int64)
+            lo, hi = int(offs[0]), int(offs[-1])
+            data = [bufs[2].slice(lo, hi - lo) if bufs[2] is not None else None]
+            base = np.zeros(1, dtype=np.int64)
+            rows = None
+            starts, stops = offs[:-1] - lo, offs[1:] - lo
+            if valid is not None:
+                rows = np.flatnonzero(valid)
+                starts, stops = starts[rows], stops[rows]
+            short = np.empty(0, dtype=np.int64)
+        ends = self._scan_ends(data)
+        # a match ending at byte e of buffer i: its last byte, in one coordinate for all buffers
+        pos = np.concatenate([e - 1 + base[i] for i, e in enumerate(ends)]) if ends else np.empty(0, np.int64)
+        if not len(pos) or not len(starts):
+            return np.empty(0, dtype=np.int64), short
+        if not (starts[1:] >= starts[:-1]).all():
+            order = np.argsort(starts, kind="stable")
+            rows = order if rows is None else rows[order]
+            starts, stops = starts[order], stops[order]
+        if not (pos[1:] >= pos[:-1]).all():
+            pos = np.sort(pos)
+        j = np.searchsorted(starts, pos, side="right") - 1
+        ok = j >= 0
+        j, pos = j[ok], pos[ok]
+        j = j[pos < stops[j]]  # the match's last byte lies inside that caption (not in a gap)
+        if rows is not None:
+            j = rows[j]
+            j.sort()
+        keep = np.ones(len(j), dtype=bool)  # sorted: drop repeats
+        keep[1:] = j[1:] != j[:-1]
+        return j[keep], short
+
+    # -- public ---------------------------------------------------------------------------
+    def expr(self, text: str | pl.Expr = "text") -> pl.Expr:
+        """The regex prefilter as a Polars expression (True = may mention an occupation)."""
+        e = pl.col(text) if isinstance(text, str) else text
+        return e.str.contains(self.regex)
+
+    def rows(self, texts: pl.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Sorted positions of the captions that may mention an occupation."""
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+        if isinstance(texts, pa.Array):
+            text_types = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+            arr = texts if any(t(texts.type) for t in text_types) else texts.cast(pa.large_string())
+            s = None
+        else:
+            s = texts if texts.dtype == pl.Utf8 else texts.cast(pl.Utf8)
+            arr = None
+        if self.engine == "regex" or len(texts) == 0:
+            s = s if s is not None else pl.Series("text", arr)
+            return s.str.contains(self.regex).fill_null(False).arg_true().to_numpy().astype(np.int64)
+        if arr is None:
+            arr = s.to_arrow(compat_level=pl.CompatLevel.newest())
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+        found, short = self._hyperscan_rows(arr)
+        if len(short):
+            s = s if s is not None else pl.Series("text", arr)
+            sub = s.gather(pl.Series(short, dtype=pl.Int64)).str.contains(self.regex).fill_null(False).to_numpy()
+            found = np.sort(np.concatenate([found, short[sub]]))  # disjoint: short captions are not in the buffers
+        return found.astype(np.int64)

@@ -1,0 +1,148 @@
+"""The prefilter: both engines keep every caption the exact stage matches, on any Arrow layout."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from biasamp.corpus import make_corpus
+from biasamp.corpus.baseline import baseline_match
+from biasamp.corpus.matcher import CaptionMatcher, query_batch
+from biasamp.corpus.prefilter import ASCII_LOWERING, Prefilter, ascii_lowering_chars, hyperscan_available
+from biasamp.corpus.query import make_matcher
+from biasamp.errors import BiasampError
+
+needs_hyperscan = pytest.mark.skipif(not hyperscan_available(), reason="the hyperscan package is not installed")
+
+
+@pytest.fixture(scope="module")
+def matchers():
+    return {e: make_matcher(names=None, prefilter_engine=e) for e in (["regex", "hyperscan"] if hyperscan_available() else ["regex"])}
+
+
+def exact_rows(m: CaptionMatcher, texts: list[str | None]) -> set[int]:
+    """Rows the exact stage matches, run on every caption (no prefilter)."""
+    df = pl.DataFrame({"text": pl.Series(texts, dtype=pl.Utf8)}).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    return set(m.match(df.filter(pl.col("text").is_not_null()))["row"].to_list())
+
+
+def test_ascii_lowering_list_is_current():
+    # the characters that lower-case to ASCII letters, derived again from the Unicode data
+    assert ascii_lowering_chars() == ASCII_LOWERING
+
+
+TRICKY = [
+    "nurse", "a nurse", "NURSE", "Nurse's day", "engineers", "xnurse", "nursex", "the police_officer",
+    "police - officer", "police\u2014officer", "police\u00a0officer", "make-up artist", "Make Up Artists",
+    "", None, "short", "a baker!", "BA\u212aER at work", "\u212aeeper", "caf\u00e9 nurse", "nurse\u0301",
+    "Salespeople’s stand", "a chef" * 3000, "x" * 11 + "nurse", "TV presenter",
+]
+
+
+@pytest.mark.parametrize("layout", ["view", "large", "small", "sliced", "chunked"])
+def test_engines_keep_every_exact_match(matchers, layout):
+    texts = TRICKY + [t for t in TRICKY if t] * 2
+    s = pl.Series("text", texts, dtype=pl.Utf8)
+    arrow = {
+        "view": lambda: s.to_arrow(compat_level=pl.CompatLevel.newest()),
+        "large": lambda: s.to_arrow(),
+        "small": lambda: s.to_arrow().cast(pa.string()),
+        "sliced": lambda: pa.concat_arrays([pa.array(["pad nurse"] * 3, type=pa.large_string()), s.to_arrow()]).slice(3),
+        "chunked": lambda: pa.chunked_array([s.to_arrow()[:10], s.to_arrow()[10:]]),
+    }[layout]()
+    for name, m in matchers.items():
+        want = exact_rows(m, texts)
+        got = set(m.candidate_rows(arrow).to_list())
+        assert want <= got, (name, layout, sorted(want - got))
+        assert all(texts[i] is not None and texts[i] != "" for i in got)
+
+
+@needs_hyperscan
+def test_kelvin_sign_and_boundaries(matchers):
+    hs = matchers["hyperscan"]
+    # KELVIN SIGN lower-cases to "k": "BA\u212aER" is a baker to the exact stage
+    assert set(hs.match(pl.DataFrame({"row": [0], "text": ["BA\u212aER at work"]}))["occupation"]) == {"baker"}
+    # captions that start or end with a key, next to captions ending/starting with letters
+    texts = ["abc", "nurse", "xyz", "nurse", "nursery school", "zzz nurse", "q"]
+    assert {1, 3, 5} <= set(hs.candidate_rows(pl.Series(texts)).to_list())
+
+
+@needs_hyperscan
+def test_hyperscan_and_regex_give_the_same_mentions(matchers, tmp_path):
+    d = make_corpus(20_000, seed=11, out=tmp_path / "c", rows_per_file=20_000, occupation_rate=0.1, decoy_rate=0.1)
+    df = pl.read_parquet(d[0], columns=["TEXT", "URL"]).rename({"TEXT": "text", "URL": "url"})
+    a = query_batch(df, matchers["regex"])
+    b = query_batch(df, matchers["hyperscan"])
+    assert a.height > 1000 and a.equals(b)
+    # and hyperscan lets through few captions beyond the regex's
+    na, nb = len(matchers["regex"].candidate_rows(df["text"])), len(matchers["hyperscan"].candidate_rows(df["text"]))
+    assert na <= nb <= na * 1.05
+
+
+WORDS = ["nurse", "nurses", "engineer", "police", "officer", "film", "director", "make", "up", "artist",
+         "baker", "BA\u212aER", "chef", "the", "engineering", "a", "TV", "presenter", "É", "ñandú", "xnurse"]
+SEPS = ["", " ", "  ", "-", ", ", "_", "'", "’", "\t", "\n", "/", "\u00a0"]
+
+
+@needs_hyperscan
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPS), st.booleans()), max_size=6), min_size=1, max_size=8))
+def test_hyperscan_never_drops_a_match(matchers, captions):
+    """Whatever the captions and however they sit next to each other in the buffer."""
+    texts = ["".join((w.upper() if up else w) + sep for w, sep, up in parts) for parts in captions]
+    m = matchers["hyperscan"]
+    assert exact_rows(m, texts) <= set(m.candidate_rows(pl.Series(texts, dtype=pl.Utf8)).to_list())
+
+
+@needs_hyperscan
+def test_picklable_and_thread_safe(matchers):
+    m = pickle.loads(pickle.dumps(matchers["hyperscan"]))
+    assert m.prefilter_engine == "hyperscan"
+    texts = pl.Series(["a nurse", "nothing", "the engineer's desk", None] * 5000)
+    want = m.candidate_rows(texts).to_list()
+    results = []
+
+    def work():
+        for _ in range(5):
+            results.append(m.candidate_rows(texts).to_list())
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(results) == 15 and all(r == want for r in results)
+    assert want == [i for i in range(20000) if i % 4 in (0, 2)]
+
+
+def test_known_gap_apostrophe_inside_a_word(matchers):
+    # documented: an apostrophe that splits an occupation word hides it from the prefilter
+    for m in matchers.values():
+        assert exact_rows(m, ["engi'neer"]) == {0} and len(m.candidate_rows(pl.Series(["engi'neer"]))) == 0
+
+
+def test_engine_choice():
+    assert Prefilter(["nurse"], "regex").engine == "regex"
+    # non-ASCII occupation names: hyperscan's case folding differs from Polars' lower-casing
+    assert Prefilter(["técnico"], "auto").engine == "regex"
+    with pytest.raises(BiasampError, match="unknown prefilter engine"):
+        Prefilter(["nurse"], "fast")
+    if hyperscan_available():
+        with pytest.raises(BiasampError, match="ASCII"):
+            Prefilter(["técnico"], "hyperscan")
+    rows = Prefilter(["técnico"], "auto").rows(pl.Series(["un TÉCNICO", "x", None]))
+    assert np.array_equal(rows, [0])
+
+
+def test_baseline_agrees_through_the_default_engine():
+    m = make_matcher(names=None)
+    # (not "nurse" + COMBINING ACUTE: a word character to the engine's regex, not to Python's re)
+    texts = [t for t in TRICKY if t and "\u0301" not in t]
+    got = query_batch(pl.DataFrame({"text": texts}), m).select("row", "occupation", "forms", "indicator_terms", "indicator")
+    ref = baseline_match(texts, m).select(got.columns)
+    assert got.sort("row", "occupation").equals(ref.sort("row", "occupation"))
