@@ -97,6 +97,10 @@ def test_interrupted_compaction_is_redone(corpus_dir, tmp_path, monkeypatch):
     assert len(list((out / "mentions" / query_mod.STAGED).glob("*.arrow"))) == 3
     assert read_mentions(out).sort(key).equals(ref.sort(key))
     assert corpus_stats(out).totals["mention_rows"] == ref.height
+    # the selection stage reads a query output the same way (not every Parquet file in it)
+    from biasamp.select.core import _load_mentions
+
+    assert _load_mentions(out).height == _load_mentions(out / "mentions").height == ref.height
     # killed after the batch record, before the staged files were deleted: still read once
     monkeypatch.setattr(query_mod.Compactor, "_write_batch", real_write)
     real_unlink = query_mod.Path.unlink

@@ -101,7 +101,12 @@ def _templates(spec) -> list[Template]:
 
 def _load_mentions(mentions) -> pl.DataFrame:
     if isinstance(mentions, str | Path):
-        df = tables.read_table(mentions, "mentions")
+        from biasamp.corpus.query import _mentions_dir, read_mentions
+
+        if Path(mentions).is_dir() and _mentions_dir(mentions)[1] is not None:
+            df = read_mentions(mentions)  # a query output: committed rows only, each once
+        else:
+            df = tables.read_table(mentions, "mentions")
     else:
         df = tables.validate(mentions, "mentions", source="mentions frame")
     if df["caption_id"].null_count():
