@@ -87,6 +87,26 @@ def test_force_reruns_one_stage(tmp_path):
     assert calls == ["d"]
 
 
+def test_cached_stages_made_by_another_version_are_marked(tmp_path, monkeypatch, capsys):
+    import biasamp
+
+    calls = []
+    cfg = _cfg(tmp_path)
+    Runner(cfg, _stages(calls), show_progress=False).run()
+    runner = Runner(cfg, _stages(calls), show_progress=False)
+    assert runner.plan()["made_by"].to_list() == [biasamp.__version__] * 4
+    monkeypatch.setattr(biasamp, "__version__", "9.9.9")
+    r = Runner(cfg, _stages(calls), show_progress=False).run()
+    assert r.cached == ["a", "b", "c", "d"] and calls == ["a", "b", "c", "d"]  # reused, not redone
+    assert "made by biasamp" in capsys.readouterr().out
+    manifest = json.loads((cfg.out_dir / "manifest.json").read_text())
+    assert {s["made_by"] for s in manifest["stages"]} != {"9.9.9"}
+    Runner(cfg, _stages(calls), show_progress=False).run(force=("d",))
+    plan = Runner(cfg, _stages(calls), show_progress=False).plan()
+    assert plan.filter(pl.col("stage") == "d")["made_by"].item() == "9.9.9"
+    assert plan.filter(pl.col("stage") == "a")["made_by"].item() != "9.9.9"
+
+
 def test_train_observations_counts_lost_images_and_prefers_pooled():
     sel = pl.DataFrame({
         "condition": ["keyword", "keyword", "nearest", "nearest", "nearest"],

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(config)
         if dry_run:
-            print_table(plan_study(cfg).select("stage", "status", "key", "what"), title=f"plan → {cfg.out_dir}")
+            print_table(plan_study(cfg).select("stage", "status", "key", "made_by", "what"), title=f"plan → {cfg.out_dir}")
             return
         result = run_study(cfg, force=tuple(force), show_progress=not quiet)
         print_table(_summary_rows(result), title=f"stages ({result.seconds:.1f} s)")

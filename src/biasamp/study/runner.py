@@ -6,6 +6,11 @@ is reused; changing one setting changes the keys of that stage and of everything
 downstream, and nothing else. A killed run resumes: finished stages are cached, and the
 interrupted stage resumes inside its folder (every stage commits its shards atomically).
 `manifest.json` records versions, parameters, keys, cache hits and timings.
+
+A stage's key does not hold the biasamp version (an upgrade must not throw away days of
+generated images), but `_done.json` records the version that made it: the plan shows it
+(`made_by`), and a run that reuses a stage made by another version says so and marks it in
+the manifest (`made_by`), so a reader can tell; `--force STAGE` makes it again.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ class Stage:
     @property
     def done(self) -> bool:
         return (self.dir / DONE).exists()
+
+    def made_by(self) -> str | None:
+        """The biasamp version that made the cached outputs ("unknown" if not recorded)."""
+        if not self.done:
+            return None
+        try:
+            return json.loads((self.dir / DONE).read_text()).get("biasamp") or "unknown"
+        except (OSError, ValueError):
+            return "unknown"
 
 
 @dataclass
@@ -99,6 +113,12 @@ def _file_fingerprint(path: str) -> dict:
     return {"path": path, "files": out}
 
 
+def _biasamp_version() -> str:
+    import biasamp
+
+    return biasamp.__version__
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries a study's numbers depend on."""
     import biasamp
@@ -148,7 +168,9 @@ class Runner:
                 "status": ["cached" if s.done else "to run" for s in self.stages],
                 "reads": [", ".join(s.deps) for s in self.stages],
                 "what": [s.description for s in self.stages],
-            }
+                "made_by": [s.made_by() for s in self.stages],
+            },
+            schema_overrides={"made_by": pl.Utf8},
         )
 
     def run(self, *, force: tuple[str, ...] = ()) -> RunResult:
@@ -167,7 +189,15 @@ class Runner:
                    "params": s.params}
             if s.done and s.name not in force:
                 done = json.loads((s.dir / DONE).read_text())
-                rec.update(status="cached", seconds=0.0, original_seconds=done.get("seconds"))
+                made_by = done.get("biasamp") or "unknown"
+                rec.update(status="cached", seconds=0.0, original_seconds=done.get("seconds"), made_by=made_by)
+                if made_by != _biasamp_version():
+                    from biasamp import ui
+
+                    ui.console.print(
+                        f"[yellow]stage {s.name}: reusing outputs made by biasamp {made_by} (this is "
+                        f"{_biasamp_version()}); --force {s.name} makes them again[/yellow]"
+                    )
             else:
                 (s.dir / DONE).unlink(missing_ok=True)
                 s.dir.mkdir(parents=True, exist_ok=True)
@@ -176,8 +206,9 @@ class Runner:
                 t0 = time.perf_counter()
                 s.fn(ctx)
                 secs = time.perf_counter() - t0
-                atomic_write_json({"stage": s.name, "key": s.key, "seconds": secs, "params": s.params}, s.dir / DONE)
-                rec.update(status="ran", seconds=secs)
+                atomic_write_json({"stage": s.name, "key": s.key, "seconds": secs, "params": s.params,
+                                   "biasamp": _biasamp_version()}, s.dir / DONE)
+                rec.update(status="ran", seconds=secs, made_by=_biasamp_version())
             records.append(rec)
             atomic_write_json({**base, "stages": records}, manifest_path)
         total = time.perf_counter() - t_all
