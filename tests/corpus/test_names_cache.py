@@ -35,6 +35,14 @@ def test_first_names_cached_equal_derived(tmp_path, monkeypatch):
         names.first_name_genders.cache_clear()
         assert names.first_name_genders() == {"Nobody": "male"}
         assert pl.read_parquet(files[0]).height == 1
+        # an empty table is never cached
+        files[0].unlink()
+        names.first_name_genders.cache_clear()
+        monkeypatch.setattr(names, "_derive_first_names", lambda: {})
+        assert names.first_name_genders() == {} and not list(tmp_path.glob("*.parquet"))
+        monkeypatch.setattr(names, "_derive_first_names", lambda: {"Nobody": "male"})
+        names.first_name_genders.cache_clear()
+        assert names.first_name_genders() == {"Nobody": "male"}
         # caching off: derived every time, nothing written
         monkeypatch.setenv("BIASAMP_CACHE_DIR", "off")
         files[0].unlink()

@@ -120,6 +120,49 @@ def test_picklable_and_thread_safe(matchers):
     assert want == [i for i in range(20000) if i % 4 in (0, 2)]
 
 
+def test_captions_sharing_bytes(matchers, tmp_path):
+    """String views may share or overlap bytes: repeated captions of a dictionary-encoded
+    Parquet page, a gather with repeated rows, slices beside their originals."""
+    caps = ["a nurse working at the hospital today"] * 4 + ["the baker sells bread in the town"] * 3 + ["nothing relevant here at all"] * 3
+    pl.DataFrame({"TEXT": caps}).write_parquet(tmp_path / "dict.parquet")
+    from_parquet = pl.read_parquet(tmp_path / "dict.parquet")["TEXT"]
+    base = pl.Series(["the engineer fixed the old bridge", "a nurse and her patient at home", "nothing to see here today"])
+    gathered = base.gather([0, 0, 2, 1, 1, 1, 0])
+    sliced = pl.concat([base, base.str.slice(2, 28), base.str.slice(0, 14)])
+    for texts in (from_parquet, gathered, sliced):
+        for name, m in matchers.items():
+            want = exact_rows(m, texts.to_list())
+            assert want and want <= set(m.candidate_rows(texts).to_list()), (name, texts.to_list())
+    res = {}
+    for name in matchers:
+        from biasamp.corpus.query import query_corpus, read_mentions
+
+        r = query_corpus([str(tmp_path / "dict.parquet")], tmp_path / name, names=None, prefilter=name, progress=False)
+        res[name] = read_mentions(r.out).height
+    assert set(res.values()) == {7}
+
+
+def test_keys_are_not_dropped_for_a_key_inside_a_word():
+    # "smith" does not find "blacksmith" (keys match at a word start): both stay keys
+    for engine in ["regex"] + (["hyperscan"] if hyperscan_available() else []):
+        m = make_matcher(occupations=["smith", "blacksmith"], names=None, prefilter_engine=engine)
+        texts = ["blacksmith", "a blacksmith at work today", "goldsmiths", "a smith"]
+        assert exact_rows(m, texts) == {0, 1, 3}
+        assert {0, 1, 3} <= set(m.candidate_rows(pl.Series(texts)).to_list()), engine
+
+
+@needs_hyperscan
+def test_buffers_too_large_for_one_scan_go_through_the_regex(matchers, monkeypatch):
+    import biasamp.corpus.prefilter as pre
+
+    texts = pl.Series(["a nurse at the hospital today", "nothing here at all, really", "the engineer is here"])
+    want = matchers["hyperscan"].candidate_rows(texts).to_list()
+    monkeypatch.setattr(pre, "MAX_SCAN_BYTES", 10)
+    calls = []
+    monkeypatch.setattr(pre.Prefilter, "_scan_ends", lambda self, b: calls.append(1))
+    assert matchers["hyperscan"].candidate_rows(texts).to_list() == want == [0, 2] and not calls
+
+
 def test_known_gap_apostrophe_inside_a_word(matchers):
     # documented: an apostrophe that splits an occupation word hides it from the prefilter
     for m in matchers.values():

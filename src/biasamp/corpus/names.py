@@ -63,11 +63,13 @@ def first_name_genders() -> dict[str, str]:
     path = cache / f"first-names-{key}.parquet" if cache else None
     if path is not None and path.exists():
         try:
-            return dict(pl.read_parquet(path).iter_rows())
+            cached = dict(pl.read_parquet(path).iter_rows())
+            if cached:
+                return cached
         except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt below
             pass
     out = _derive_first_names()
-    if path is not None:
+    if path is not None and out:
         try:
             with atomic_path(path) as tmp:
                 pl.DataFrame({"name": list(out), "gender": list(out.values())}).write_parquet(tmp)

@@ -489,8 +489,9 @@ def _committed_files(path: str | Path) -> tuple[Path, list[Path]]:
     mdir, out = _mentions_dir(path)
     if not mdir.is_dir():
         raise BiasampError(f"no mentions folder at {path}", hint="run `biasamp captions query … --out DIR` first")
-    files = sorted(mdir.rglob("*.parquet")) + sorted(mdir.glob(f"{STAGED}/part-*.arrow"))
+    files = sorted(mdir.rglob("*.parquet"))  # a mentions folder on its own: its Parquet parts
     if out is not None:
+        files += sorted(mdir.glob(f"{STAGED}/part-*.arrow"))
         # committed: a compacted batch's files, staged or per-file parts of input files with
         # a progress marker whose rows are not in a compacted batch yet
         batches = _batches(out)
