@@ -169,6 +169,30 @@ def test_known_gap_apostrophe_inside_a_word(matchers):
         assert exact_rows(m, ["engi'neer"]) == {0} and len(m.candidate_rows(pl.Series(["engi'neer"]))) == 0
 
 
+@needs_hyperscan
+def test_falls_back_to_the_regex_where_hyperscan_cannot_run(monkeypatch):
+    import biasamp.corpus.prefilter as pre
+
+    m = make_matcher(names=None)
+    texts = pl.Series(["a nurse at the hospital today", "nothing", "the engineer is here"])
+    want = m.candidate_rows(texts).to_list()
+    # unpickled on a worker without the package
+    monkeypatch.setattr(pre, "hyperscan_available", lambda: False)
+    moved = pickle.loads(pickle.dumps(m))
+    assert moved.prefilter_engine == "regex" and moved.describe()["prefilter"] == "regex"
+    assert moved.candidate_rows(texts).to_list() == want
+    monkeypatch.undo()
+
+    # a CPU the compiled database cannot run on: auto falls back, an explicit request says why
+    def broken(self):
+        raise RuntimeError("no SSSE3")
+
+    monkeypatch.setattr(pre.Prefilter, "_database", broken)
+    assert Prefilter(["nurse"], "auto").engine == "regex"
+    with pytest.raises(BiasampError, match="cannot run here"):
+        Prefilter(["nurse"], "hyperscan")
+
+
 def test_engine_choice():
     assert Prefilter(["nurse"], "regex").engine == "regex"
     # non-ASCII occupation names: hyperscan's case folding differs from Polars' lower-casing

@@ -153,6 +153,10 @@ class CaptionMatcher:
         d["_finder"] = None
         return d
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.prefilter_engine = self._prefilter.engine  # the prefilter may fall back where it lands
+
     # -- description -------------------------------------------------------------------
     def fingerprint(self) -> str:
         """A short hash of everything that decides the output (for safe resume)."""

@@ -121,6 +121,7 @@ class Prefilter:
         self.keys = prefilter_keys(forms)
         self.regex = prefilter_regex(forms)
         ascii_keys = all(w.isascii() for k in self.keys for w in k)
+        requested = engine
         if engine == "auto":
             engine = "hyperscan" if ascii_keys and hyperscan_available() else "regex"
         elif engine == "hyperscan":
@@ -134,6 +135,13 @@ class Prefilter:
         self._db = None
         self._local = threading.local()
         self._lock = threading.Lock()
+        if engine == "hyperscan":
+            try:  # compiled now: a CPU Hyperscan cannot run on shows here, not mid-run
+                self._database()
+            except Exception as e:  # noqa: BLE001
+                if requested == "hyperscan":
+                    raise BiasampError(f"the hyperscan prefilter cannot run here: {e}", hint="use prefilter engine 'regex'") from None
+                self.engine = "regex"
 
     def __getstate__(self):
         return {"keys": self.keys, "regex": self.regex, "engine": self.engine}
@@ -143,6 +151,8 @@ class Prefilter:
         self._db = None
         self._local = threading.local()
         self._lock = threading.Lock()
+        if self.engine == "hyperscan" and not hyperscan_available():
+            self.engine = "regex"  # e.g. a worker without the package: the same result, slower
 
     # -- hyperscan ------------------------------------------------------------------------
     def _database(self):
