@@ -14,8 +14,45 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from biasamp.corpus.matcher import CaptionMatcher, _contained, _merge_overlaps
+from biasamp.corpus.matcher import CaptionMatcher
 from biasamp.vocab.occupations import normalise
+
+
+def _contains_words(outer: str, inner: str) -> bool:
+    return f" {inner} " in f" {outer} "
+
+
+def _merge_once(strings: list[str], base: list[str]) -> set[str]:
+    by_prefix: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for w in (tuple(x.split()) for x in base):
+        for k in range(1, len(w)):
+            by_prefix.setdefault(w[:k], []).append(w)
+    out = set()
+    for wa in (tuple(x.split()) for x in strings):
+        for k in range(len(wa) - 1, 0, -1):
+            for wb in by_prefix.get(wa[-k:], ()):
+                if wb != wa:
+                    out.add(" ".join(wa + wb[k:]))
+    return out
+
+
+def _merge_overlaps(strings: list[str], rounds: int = 4) -> list[str]:
+    """Strings 'a b' + 'b c' -> 'a b c' (and chains of such), so a leftmost-first search
+    finds every item even where items overlap without containing one another."""
+    have = set(strings)
+    new = sorted(have)
+    for _ in range(rounds):
+        new = sorted(_merge_once(new, strings) - have)
+        if not new:
+            break
+        have.update(new)
+    return sorted(have - set(strings))
+
+
+def _contained(m: str, items: set[str]) -> list[str]:
+    """The items that occur in `m` as whole words (itself included)."""
+    w = m.split()
+    return sorted({" ".join(w[i:j]) for i in range(len(w)) for j in range(i + 1, len(w) + 1)} & items)
 
 
 def _is_capitalised(tok: str) -> bool:

@@ -4,24 +4,24 @@
 or an Arrow table with standard column names) to the `mentions` rows it yields, so the
 local engine and a distributed one (Ray Data `map_batches`) run the same code.
 
-How a batch is matched (vectorised in Polars; Rust's regex engine does the scanning):
+How a batch is matched (vectorised: Hyperscan and Polars' Rust code do the scanning):
 
-1. Prefilter, over every caption: one case-insensitive regex, the alternation of one key
-   per occupation form (its words joined by "any run of non-word characters", after a
-   non-alphanumeric character or the start; keys implied by other keys dropped). It keeps
+1. Prefilter, over every caption (`biasamp.corpus.prefilter`): one case-insensitive pattern
+   per occupation key (a form's words joined by "any run of non-word characters"). It keeps
    only captions that could mention an occupation, and never drops one the exact stage
    would match, unless an apostrophe splits an occupation word ("engi'neer").
 2. Exact stage, on the survivors only: captions are normalised (lower-cased, apostrophes
-   removed, other non-word runs turned into a space; `biasamp.vocab.occupations.normalise`)
-   and one regex `\\b(?:…)\\b` of all occupation forms *and* gender words, longest
-   first, extracts whole-word matches. A match implies every form and word it contains
-   ("film director" → "director"), and items that overlap without containing one another
-   are joined into extra alternatives, so the result equals an all-overlapping search:
-   every occupation whose form occurs in the caption, every gender word.
+   removed, other non-word runs turned into a space; `biasamp.vocab.occupations.normalise`),
+   padded with a space at both ends, and searched for every occupation form *and* gender
+   word written between spaces (" police officer ", " her "), all occurrences, overlapping
+   ones included (Aho-Corasick, Polars' `extract_many`): in a normalised caption that is
+   exactly a whole-word match. So "film director" is a mention of "film director" and of
+   "director", and every gender word is found.
 3. Person names on the captions that mention an occupation (`biasamp.corpus.names`).
    `indicator` is male (male words/names only), female, both, or none.
 
-`biasamp.corpus.baseline` is the same result computed one caption at a time in Python.
+`biasamp.corpus.baseline` is the same result computed another way (one caption at a time,
+Python's `re` with word boundaries).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import mmh3
 import polars as pl
 import pyarrow as pa
 
-from biasamp.corpus.prefilter import Prefilter, prefilter_regex  # noqa: F401 - re-exported
+from biasamp.corpus.prefilter import Prefilter, prefilter_regex  # noqa: F401 - re-exported (tests, users)
 from biasamp.errors import BiasampError
 from biasamp.vocab.lexicons import Lexicon, load_lexicon
 from biasamp.vocab.occupations import (
@@ -42,16 +42,6 @@ from biasamp.vocab.occupations import (
     Occupation,
     load_occupations,
 )
-
-_RX_META = set(r"\.+*?()|[]{}^$#&-~")
-
-
-def _rx(words: list[str]) -> str:
-    for w in words:
-        if any(ch in _RX_META for ch in w):
-            raise ValueError(f"unexpected regex character in normalised word {w!r}")
-    return "|".join(sorted(set(words), key=lambda w: (-len(w), w)))
-
 
 def normalise_expr(expr: pl.Expr) -> pl.Expr:
     """`biasamp.vocab.occupations.normalise` as a Polars expression."""
@@ -62,43 +52,6 @@ def normalise_expr(expr: pl.Expr) -> pl.Expr:
         .str.replace_all(POLARS_APOSTROPHES, "")
         .str.replace_all(r"[\W_]{2,}|[^\w ]|_", " ")
     )
-
-
-def _contains_words(outer: str, inner: str) -> bool:
-    return f" {inner} " in f" {outer} "
-
-
-def _merge_once(strings: list[str], base: list[str]) -> set[str]:
-    by_prefix: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
-    for w in (tuple(x.split()) for x in base):
-        for k in range(1, len(w)):
-            by_prefix.setdefault(w[:k], []).append(w)
-    out = set()
-    for wa in (tuple(x.split()) for x in strings):
-        for k in range(len(wa) - 1, 0, -1):
-            for wb in by_prefix.get(wa[-k:], ()):
-                if wb != wa:
-                    out.add(" ".join(wa + wb[k:]))
-    return out
-
-
-def _merge_overlaps(strings: list[str], rounds: int = 4) -> list[str]:
-    """Strings 'a b' + 'b c' -> 'a b c' (and chains of such), so a leftmost-first search
-    finds every item even where items overlap without containing one another."""
-    have = set(strings)
-    new = sorted(have)
-    for _ in range(rounds):
-        new = sorted(_merge_once(new, strings) - have)
-        if not new:
-            break
-        have.update(new)
-    return sorted(have - set(strings))
-
-
-def _contained(m: str, items: set[str]) -> list[str]:
-    """The items that occur in `m` as whole words (itself included)."""
-    w = m.split()
-    return sorted({" ".join(w[i:j]) for i in range(len(w)) for j in range(i + 1, len(w) + 1)} & items)
 
 
 @dataclass
@@ -121,13 +74,17 @@ class CaptionMatcher:
         self.form_occupation = pl.DataFrame(pairs, schema={"item": pl.Utf8, "occupation": pl.Utf8}, orient="row")
         terms = self.lexicon.terms()
         self.term_gender = pl.DataFrame(terms, schema={"item": pl.Utf8, "term_gender": pl.Utf8}, orient="row")
-        # One regex for occupation forms and gender words together; what it returns (a
-        # form, a word, or a join of overlapping ones) implies every form and word inside it.
-        items = set(forms) | {t for t, _ in terms}
-        merged = _merge_overlaps(sorted(items))
-        implied = [(m, i) for m in sorted(items) + merged for i in _contained(m, items)]
-        self.implied = pl.DataFrame(implied, schema={"_match": pl.Utf8, "item": pl.Utf8}, orient="row")
-        self.match_regex = r"\b(?:" + _rx(sorted(items) + merged) + r")\b"
+        # Occupation forms and gender words together, each between spaces: in a normalised
+        # caption (words of word characters, single spaces) padded with a space at both ends,
+        # an item occurs as whole words exactly where " item " occurs. An overlapping
+        # Aho-Corasick search (Polars' `extract_many`) then finds every occurrence of every
+        # item, nested or overlapping ones included ("film director" and "director").
+        items = sorted(set(forms) | {t for t, _ in terms})
+        for i in items:
+            if i != " ".join(i.split()) or not i:
+                raise ValueError(f"vocabulary item {i!r} is not normalised")
+        self.padded_item = pl.DataFrame({"_m": [f" {i} " for i in items], "item": items})
+        self.padded_items = self.padded_item["_m"].to_list()
         self._prefilter = Prefilter(forms, self.prefilter_engine)
         self.prefilter_engine = self._prefilter.engine
         self.prefilter_regex = self._prefilter.regex
@@ -193,15 +150,14 @@ class CaptionMatcher:
         Columns: key, occupation, forms, indicator_terms, [indicator_names], indicator.
         `df` may hold any captions (the prefilter is not needed for correctness).
         """
-        norm = df.select(pl.col(key), normalise_expr(pl.col(text)).alias("_norm"))
+        padded = (" " + normalise_expr(pl.col(text)) + " ").str.extract_many(self.padded_items, overlapping=True)
         hits = (
-            norm.select(pl.col(key), pl.col("_norm").str.extract_all(self.match_regex).alias("_match"))
-            .explode("_match")
-            .drop_nulls("_match")
+            df.select(pl.col(key), padded.alias("_m"))
+            .explode("_m")
+            .drop_nulls("_m")
             .unique()
-            .join(self.implied, on="_match")
+            .join(self.padded_item, on="_m")
             .select(key, "item")
-            .unique()
         )
         found = (
             hits.join(self.form_occupation, on="item")
