@@ -112,3 +112,28 @@ def test_pool_by_max(minilm, mentions):
         best = per.filter(pl.col("occupation") == occ)["similarity"].max()
         assert pooled.filter((pl.col("occupation") == occ) & (pl.col("rank") == 1))["similarity"].item() == pytest.approx(best, abs=1e-5)
     assert r.neighbours.is_empty()
+
+
+def test_a_query_output_selected_one_group_of_occupations_at_a_time(tmp_path, minilm, monkeypatch):
+    """Reading only the occupations asked for (their partitions) gives the same rows as one
+    selection over all occupations: samples and neighbours are drawn per occupation."""
+    from biasamp.corpus import make_corpus, query_corpus
+    from biasamp.select import select_training_examples
+
+    make_corpus(4000, seed=3, out=tmp_path / "c", rows_per_file=2000, occupation_rate=0.2)
+    out = tmp_path / "q"
+    query_corpus(str(tmp_path / "c"), out, names=None, progress=False)
+    kw = dict(strategies=["keyword", "nearest"], n=5, k=5, templates="study", embedder=minilm, show_progress=False, inspect_top=0)
+    everything = select_training_examples(out, **kw)
+    group = ["nurse", "engineer", "singer"]
+    import biasamp.corpus.query as query_mod
+
+    read, real_read = [], query_mod._read_part
+    monkeypatch.setattr(query_mod, "_read_part", lambda f: read.append(f.parent.name) or real_read(f))
+    part = select_training_examples(out, occupations=group, **kw)
+    assert set(read) == {"occupation=nurse", "occupation=engineer", "occupation=singer"}  # only their partitions
+    key = ["condition", "occupation", "template", "rank"]
+    want = everything.selection.filter(pl.col("occupation").is_in(group)).sort(key, nulls_last=False)
+    got = part.selection.sort(key, nulls_last=False)
+    assert got.height > 20 and got.select("condition", "occupation", "caption_id").equals(want.select("condition", "occupation", "caption_id"))
+    assert part.params["mentions"] < everything.params["mentions"]

@@ -99,12 +99,14 @@ def _templates(spec) -> list[Template]:
     return resolve_templates([str(t) for t in spec])
 
 
-def _load_mentions(mentions) -> pl.DataFrame:
+def _load_mentions(mentions, occupations: Sequence[str] | None = None) -> pl.DataFrame:
     if isinstance(mentions, str | Path):
         from biasamp.corpus.query import _mentions_dir, read_mentions
 
         if Path(mentions).is_dir() and _mentions_dir(mentions)[1] is not None:
-            df = read_mentions(mentions)  # a query output: committed rows only, each once
+            # a query output: committed rows only, each once; only the occupations asked for
+            # are read (their partitions), so a selection can go one group at a time
+            df = read_mentions(mentions, occupations=list(occupations) if occupations is not None else None)
         else:
             df = tables.read_table(mentions, "mentions")
     else:
@@ -215,7 +217,7 @@ def select_training_examples(
     tpls = _templates(templates)
     if not tpls:
         raise BiasampError("no prompt template given", hint="e.g. --templates study")
-    df = _load_mentions(mentions)
+    df = _load_mentions(mentions, occupations)
     notes: list[str] = []
     dup = len(df) - df.select("caption_id", "occupation").n_unique()
     if dup:
