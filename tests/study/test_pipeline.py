@@ -145,7 +145,7 @@ def test_real_path_runs_every_stage_and_resumes(tmp_path):
 
     # resume: nothing before measure runs again
     with pytest.raises(BiasampError):
-        r = run_study(load_config(cfg_path), show_progress=False)
+        run_study(load_config(cfg_path), show_progress=False)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [s["status"] for s in manifest["stages"]] == ["cached"] * 6
 

@@ -1,7 +1,6 @@
 """The runner's caching and resume, on stages whose work is counted."""
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest

@@ -22,7 +22,7 @@ import functools
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,16 @@ from biasamp.store import atomic_write_json
 #: The stages' own functions, by (module, name); `biasamp.engines.routing` fills it while it
 #: routes those names to the functions here (so these can still call the originals).
 ORIGINALS: dict[tuple[str, str], Callable] = {}
+
+
+def _arguments(fn: Callable, *args, **kwargs) -> dict:
+    """Every argument of a call to `fn` by name, defaults filled in (what a stage's own
+    function would see)."""
+    import inspect
+
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
 
 
 def _own(module: str, name: str) -> Callable:
@@ -277,10 +287,8 @@ def generate_images(
     CPU threads of each worker's PyTorch (by default Ray's, one per reserved CPU); on CPUs,
     images are bit-identical to another run's only with the same thread count.
     """
-    import inspect
-
     from biasamp.generate import run as g
-    from biasamp.generate.images import FORMATS, ShardWriter, clean_temporaries
+    from biasamp.generate.images import FORMATS, clean_temporaries
     from biasamp.generate.prompts import PROMPT_SCHEMA, build_prompts
     from biasamp.store import ShardedOutput, write_manifest
 
@@ -288,9 +296,7 @@ def generate_images(
     try:
         if eng.is_local:
             return _own("biasamp.generate.run", "generate_images")(out, model, **kwargs)
-        a = inspect.signature(g.generate_images).bind(out, model, **kwargs)
-        a.apply_defaults()
-        a = a.arguments
+        a = _arguments(g.generate_images, out, model, **kwargs)
         out = Path(out)
         if a["until_usable"] is not None:
             raise BiasampError("the 'until N usable' mode runs on the local engine only",
@@ -327,7 +333,7 @@ def generate_images(
         )
         fingerprint = g._fingerprint([params, prompts.rows()])
         g._check_manifest(out, fingerprint, params)
-        ipp, shard_size, batch_size = int(a["images_per_prompt"]), int(a["shard_size"]), int(a["batch_size"])
+        ipp, shard_size = int(a["images_per_prompt"]), int(a["shard_size"])
         total = len(prompts) * ipp
         shards = [(k, list(range(s, min(s + shard_size, total)))) for k, s in enumerate(range(0, total, shard_size))]
         gens = ShardedOutput(out / "generations")
@@ -448,7 +454,6 @@ def classify_images(
     which commits each shard as the local engine does. Keyword arguments are those of
     `classify_images`.
     """
-    import inspect
     import io
 
     from biasamp.classify import pipeline as cp
@@ -460,9 +465,7 @@ def classify_images(
     try:
         if eng.is_local:
             return _own("biasamp.classify.pipeline", "classify_images")(inputs, out, **kwargs)
-        a = inspect.signature(cp.classify_images).bind(inputs, out, **kwargs)
-        a.apply_defaults()
-        a = a.arguments
+        a = _arguments(cp.classify_images, inputs, out, **kwargs)
         if a["source"] is not None and a["source"] not in SOURCES:
             raise BiasampError(f"unknown source {a['source']!r}", hint=f"use one of {', '.join(SOURCES)}")
         if a["batch_size"] < 1 or a["shard_size"] < 1:

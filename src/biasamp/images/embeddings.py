@@ -148,7 +148,6 @@ def fetch_embeddings(
     parts = find_parts(embeddings)
     found: list[pl.DataFrame] = []
     remaining = set(caps["caption_id"].to_list())
-    by_url = {}
     with progress("fetch (embeddings)", len(parts), enabled=show_progress) as advance:
         for emb_path, meta_path in parts:
             cols = pl.read_parquet_schema(meta_path)

@@ -297,7 +297,6 @@ def observations_to_group_counts(obs: pl.DataFrame) -> tuple[pl.DataFrame, pl.Da
 def counts_to_group_counts(counts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Normalise a counts table into (group counts, exclusions)."""
     counts = _with_group(counts)
-    keys = ["source", "condition", "occupation", "group"]
     groups = counts.select(list(GROUP_COUNTS_SCHEMA)).cast(GROUP_COUNTS_SCHEMA)  # summed in normalise_inputs
     if "n_excluded" in counts.columns:
         excl = (

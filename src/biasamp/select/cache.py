@@ -98,7 +98,7 @@ class EmbeddingCache:
             if arr.ndim != 2 or arr.shape[0] != len(keys):
                 raise BiasampError(
                     f"embedding cache shard {npy} does not match {keys_file} ({arr.shape} vs {len(keys)} keys)",
-                    hint=f"delete both files; the next run re-embeds those texts",
+                    hint="delete both files; the next run re-embeds those texts",
                 )
             if self.dim is None:
                 self.dim = arr.shape[1]

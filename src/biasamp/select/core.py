@@ -299,7 +299,6 @@ def select_training_examples(
     occ_pos = {o: i for i, o in enumerate(occs)}
 
     # ---- nearest strategies --------------------------------------------------------
-    neighbour_frames = []
     for s in by_name.values():
         if s.pick != "nearest":
             continue
