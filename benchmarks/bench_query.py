@@ -4,10 +4,13 @@
     python benchmarks/bench_query.py --quick    # 10M captions only
     python benchmarks/bench_query.py --report-only   # never exit non-zero
     python benchmarks/bench_query.py --ab-src /tmp/orig --rounds 3   # A/B: another source tree vs this one
+    python benchmarks/bench_query.py --variants --rounds 3   # the native kernels' parts turned off in turn
 
 Measures, in one run:
-- throughput of the engine (Polars, vectorised) on a generated 10M-caption corpus in the
-  LAION-2B-en schema (synthetic; generated once into --cache, outside the repository);
+- throughput of the engine (Hyperscan prefilter, native exact stage, Polars around them;
+  the engines in use are printed) on a generated 10M-caption corpus in the LAION-2B-en
+  schema (synthetic; generated once into --cache, outside the repository), end to end:
+  building the matcher, reading, matching, writing the partitioned output;
 - the straightforward method (one caption at a time in Python: normalise, one combined
   `re` of all occupation forms, one of the gender words; biasamp.corpus.baseline) timed on
   the first --sample captions and extrapolated linearly to the corpus size;
@@ -54,13 +57,23 @@ def corpus(cache: Path, n: int, seed: int) -> Path:
     return d
 
 
-def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition: str, src: str | None = None) -> dict:
+#: --variants: which native parts the query may use (the ablation of the native kernels).
+VARIANTS = {
+    "all native": {},
+    "hyperscan package, native exact stage": {"no_libhs": True},
+    "hyperscan package, Polars exact stage": {"no_libhs": True, "exact": "polars"},
+}
+
+
+def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition: str, src: str | None = None,
+                    variant: str | None = None) -> dict:
     """Run the query in a fresh process; it reports wall, CPU time and peak RSS.
 
     `src`: a folder holding another copy of the `biasamp` package to import instead
-    (for A/B comparisons of two versions under the same load)."""
+    (for A/B comparisons of two versions under the same load). `variant`: a key of VARIANTS."""
     cmd = [sys.executable, __file__, "--_child", str(corpus_dir), str(out), "--partition", partition]
     cmd += ["--workers", str(workers)] if workers else []
+    cmd += ["--_variant", variant] if variant else []
     env = dict(os.environ, PYTHONPATH=src) if src else None
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -69,17 +82,33 @@ def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def child(corpus_dir: str, out: str, workers: int | None, partition: str) -> None:
+def _prefilter_scan() -> str:
+    try:
+        from biasamp.corpus import kernels
+
+        return "Hyperscan library in biasamp's extension" if kernels.libhs_available() else "hyperscan package"
+    except ImportError:  # an older version of the package (--ab-src)
+        return "hyperscan package"
+
+
+def child(corpus_dir: str, out: str, workers: int | None, partition: str, variant: str | None = None) -> None:
     from biasamp.corpus.query import query_corpus
 
+    v = VARIANTS[variant] if variant else {}
+    if v.get("no_libhs"):
+        from biasamp.corpus import kernels
+
+        kernels.libhs_available = lambda: False  # the prefilter then scans through the hyperscan package
+    kw = {"exact": v["exact"]} if "exact" in v else {}
     t0, c0 = time.perf_counter(), time.process_time()
-    res = query_corpus(corpus_dir, out, overwrite=True, progress=False, workers=workers, partition=partition)
+    res = query_corpus(corpus_dir, out, overwrite=True, progress=False, workers=workers, partition=partition, **kw)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    m = json.loads((Path(out) / "query.manifest.json").read_text())["matcher"]
     print(json.dumps({
         "captions": int(res.files["rows"].sum()), "mention_rows": int(res.files["mention_rows"].sum()),
         "candidates": int(res.files["candidates"].sum()), "wall": wall, "cpu": cpu, "peak_rss": rss,
-        "prefilter": json.loads((Path(out) / "query.manifest.json").read_text())["matcher"].get("prefilter"),
+        "prefilter": m.get("prefilter"), "prefilter_scan": _prefilter_scan(), "exact": m.get("exact"),
     }))
 
 
@@ -96,10 +125,13 @@ def main() -> int:
     ap.add_argument("--ab-src", help="A/B mode: a folder with another copy of the biasamp package; its query "
                     "and this tree's are run alternately on the --captions corpus, then the script exits")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the A/B mode")
+    ap.add_argument("--variants", action="store_true", help="ablation: the 10M query with each part of the native "
+                    "kernels turned off in turn (alternating, --rounds rounds), then exit")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_variant", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
-        child(a._child[0], a._child[1], a.workers, a.partition)
+        child(a._child[0], a._child[1], a.workers, a.partition, a._variant)
         return 0
 
     import polars as pl
@@ -120,6 +152,15 @@ def main() -> int:
                       f"({r['captions'] / r['cpu'] / 1e6:.2f} M per CPU-second), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
                       f"{r['mention_rows']:,} mention rows ({before})", flush=True)
         return 0
+    if a.variants:
+        for i in range(a.rounds):
+            for name in VARIANTS:
+                before = load()
+                r = run_query_child(c10, a.cache / "query-out-variant", a.workers, a.partition, variant=name)
+                print(f"  round {i + 1} {name}: wall {r['wall']:.2f} s ({r['captions'] / r['wall'] / 1e6:.2f} M/s), CPU "
+                      f"{r['cpu']:.2f} s, exact stage {r.get('exact')}, scan by the {r.get('prefilter_scan')}, "
+                      f"{r['mention_rows']:,} mention rows ({before})", flush=True)
+        return 0
     out10 = a.cache / "query-out"
     print(f"\n[1] engine on {a.captions:,} captions, partition={a.partition} ({load()})", flush=True)
     r = run_query_child(c10, out10, a.workers, a.partition)
@@ -128,7 +169,8 @@ def main() -> int:
     print(f"  wall {r['wall']:.2f} s -> {rate / 1e6:.2f} M captions/s; CPU {r['cpu']:.2f} s -> "
           f"{cpu_rate / 1e6:.2f} M captions per CPU-second ({cpu_rate * os.cpu_count() / 1e6:.2f} M/s if all "
           f"{os.cpu_count()} CPUs were ours); peak RSS {r['peak_rss'] / 2**30:.2f} GiB")
-    print(f"  {r['candidates']:,} captions passed the prefilter ({r.get('prefilter')} engine), {r['mention_rows']:,} mention rows")
+    print(f"  {r['candidates']:,} captions passed the prefilter ({r.get('prefilter')} engine, scan by the "
+          f"{r.get('prefilter_scan')}), exact stage: {r.get('exact') or 'polars'}; {r['mention_rows']:,} mention rows")
     print(f"  after: {load()}")
     if rate < TARGET_RATE:
         failures.append(f"throughput {rate / 1e6:.2f} M/s < {TARGET_RATE / 1e6:.0f} M/s")

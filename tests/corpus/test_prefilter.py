@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biasamp.corpus import make_corpus
+from biasamp.corpus import kernels, make_corpus
 from biasamp.corpus.baseline import baseline_match
 from biasamp.corpus.matcher import CaptionMatcher, query_batch
 from biasamp.corpus.prefilter import ASCII_LOWERING, Prefilter, ascii_lowering_chars, hyperscan_available
@@ -22,9 +22,31 @@ from biasamp.errors import BiasampError
 needs_hyperscan = pytest.mark.skipif(not hyperscan_available(), reason="the hyperscan package is not installed")
 
 
+def _package_available() -> bool:
+    try:
+        import hyperscan  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def matchers():
-    return {e: make_matcher(names=None, prefilter_engine=e) for e in (["regex", "hyperscan"] if hyperscan_available() else ["regex"])}
+    """regex; hyperscan (through biasamp's extension where it is linked with the library,
+    else the package); and "hyperscan-package", the package's binding even where the
+    library is linked, so that both scans are tested."""
+    out = {e: make_matcher(names=None, prefilter_engine=e) for e in (["regex", "hyperscan"] if hyperscan_available() else ["regex"])}
+    if kernels.libhs_available() and _package_available():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernels, "libhs_available", lambda: False)
+            m = make_matcher(names=None, prefilter_engine="hyperscan")
+        assert not isinstance(m._prefilter._database(), kernels.NativeHyperscan)
+        out["hyperscan-package"] = m
+    return out
+
+
+def hyperscans(matchers: dict) -> list:
+    return [m for name, m in matchers.items() if name.startswith("hyperscan")]
 
 
 def exact_rows(m: CaptionMatcher, texts: list[str | None]) -> set[int]:
@@ -66,12 +88,13 @@ def test_engines_keep_every_exact_match(matchers, layout):
 
 @needs_hyperscan
 def test_kelvin_sign_and_boundaries(matchers):
-    hs = matchers["hyperscan"]
-    # KELVIN SIGN lower-cases to "k": "BA\u212aER" is a baker to the exact stage
-    assert set(hs.match(pl.DataFrame({"row": [0], "text": ["BA\u212aER at work"]}))["occupation"]) == {"baker"}
-    # captions that start or end with a key, next to captions ending/starting with letters
-    texts = ["abc", "nurse", "xyz", "nurse", "nursery school", "zzz nurse", "q"]
-    assert {1, 3, 5} <= set(hs.candidate_rows(pl.Series(texts)).to_list())
+    for hs in hyperscans(matchers):
+        # KELVIN SIGN lower-cases to "k": "BA\u212aER" is a baker to the exact stage
+        assert set(hs.match(pl.DataFrame({"row": [0], "text": ["BA\u212aER at work"]}))["occupation"]) == {"baker"}
+        assert hs.candidate_rows(pl.Series(["BA\u212aER at work"])).to_list() == [0]
+        # captions that start or end with a key, next to captions ending/starting with letters
+        texts = ["abc", "nurse", "xyz", "nurse", "nursery school", "zzz nurse", "q"]
+        assert {1, 3, 5} <= set(hs.candidate_rows(pl.Series(texts)).to_list())
 
 
 @needs_hyperscan
@@ -79,11 +102,12 @@ def test_hyperscan_and_regex_give_the_same_mentions(matchers, tmp_path):
     d = make_corpus(20_000, seed=11, out=tmp_path / "c", rows_per_file=20_000, occupation_rate=0.1, decoy_rate=0.1)
     df = pl.read_parquet(d[0], columns=["TEXT", "URL"]).rename({"TEXT": "text", "URL": "url"})
     a = query_batch(df, matchers["regex"])
-    b = query_batch(df, matchers["hyperscan"])
-    assert a.height > 1000 and a.equals(b)
-    # and hyperscan lets through few captions beyond the regex's
-    na, nb = len(matchers["regex"].candidate_rows(df["text"])), len(matchers["hyperscan"].candidate_rows(df["text"]))
-    assert na <= nb <= na * 1.05
+    for hs in hyperscans(matchers):
+        b = query_batch(df, hs)
+        assert a.height > 1000 and a.equals(b)
+        # and hyperscan lets through few captions beyond the regex's
+        na, nb = len(matchers["regex"].candidate_rows(df["text"])), len(hs.candidate_rows(df["text"]))
+        assert na <= nb <= na * 1.05
 
 
 WORDS = ["nurse", "nurses", "engineer", "police", "officer", "film", "director", "make", "up", "artist",
@@ -97,13 +121,17 @@ SEPS = ["", " ", "  ", "-", ", ", "_", "'", "’", "\t", "\n", "/", "\u00a0"]
 def test_hyperscan_never_drops_a_match(matchers, captions):
     """Whatever the captions and however they sit next to each other in the buffer."""
     texts = ["".join((w.upper() if up else w) + sep for w, sep, up in parts) for parts in captions]
-    m = matchers["hyperscan"]
-    assert exact_rows(m, texts) <= set(m.candidate_rows(pl.Series(texts, dtype=pl.Utf8)).to_list())
+    for m in hyperscans(matchers):
+        assert exact_rows(m, texts) <= set(m.candidate_rows(pl.Series(texts, dtype=pl.Utf8)).to_list())
 
 
 @needs_hyperscan
-def test_picklable_and_thread_safe(matchers):
-    m = pickle.loads(pickle.dumps(matchers["hyperscan"]))
+@pytest.mark.parametrize("which", ["hyperscan", "hyperscan-package"])
+def test_picklable_and_thread_safe(matchers, which):
+    if which not in matchers:
+        pytest.skip("no such variant here")
+    m = matchers[which]
+    m = m if which == "hyperscan-package" else pickle.loads(pickle.dumps(m))  # unpickled, the package variant becomes the library one
     assert m.prefilter_engine == "hyperscan"
     texts = pl.Series(["a nurse", "nothing", "the engineer's desk", None] * 5000)
     want = m.candidate_rows(texts).to_list()
@@ -137,7 +165,7 @@ def test_captions_sharing_bytes(matchers, tmp_path):
     for name in matchers:
         from biasamp.corpus.query import query_corpus, read_mentions
 
-        r = query_corpus([str(tmp_path / "dict.parquet")], tmp_path / name, names=None, prefilter=name, progress=False)
+        r = query_corpus([str(tmp_path / "dict.parquet")], tmp_path / name, matcher=matchers[name], progress=False)
         res[name] = read_mentions(r.out).height
     assert set(res.values()) == {7}
 
@@ -156,11 +184,16 @@ def test_buffers_too_large_for_one_scan_go_through_the_regex(matchers, monkeypat
     import biasamp.corpus.prefilter as pre
 
     texts = pl.Series(["a nurse at the hospital today", "nothing here at all, really", "the engineer is here"])
-    want = matchers["hyperscan"].candidate_rows(texts).to_list()
-    monkeypatch.setattr(pre, "MAX_SCAN_BYTES", 10)
-    calls = []
-    monkeypatch.setattr(pre.Prefilter, "_scan_ends", lambda self, b: calls.append(1))
-    assert matchers["hyperscan"].candidate_rows(texts).to_list() == want == [0, 2] and not calls
+    for m in hyperscans(matchers):
+        want = m.candidate_rows(texts).to_list()
+        with monkeypatch.context() as mp:
+            mp.setattr(pre, "MAX_SCAN_BYTES", 10)
+            calls = []
+            mp.setattr(pre.Prefilter, "_scan_ends", lambda self, b: calls.append(1))
+            mp.setattr(kernels._scan, "hs_rows", lambda *a: calls.append(1), raising=False)
+            regex = []
+            mp.setattr(pre.Prefilter, "_regex_rows", lambda self, s, f=pre.Prefilter._regex_rows: regex.append(1) or f(self, s))
+            assert m.candidate_rows(texts).to_list() == want == [0, 2] and not calls and regex
 
 
 def test_known_gap_apostrophe_inside_a_word(matchers):

@@ -31,6 +31,7 @@ def query_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output with other settings."),
     workers: int = typer.Option(None, "--workers", help="Input files read at once (default: CPU cores)."),
     prefilter: str = typer.Option("auto", "--prefilter", help="Prefilter engine: auto (hyperscan where installed), hyperscan, regex. Same result, different speed."),
+    exact: str = typer.Option("auto", "--exact", help="Exact-stage engine: auto (native where built), native, polars. Same result, different speed."),
 ) -> None:
     """Find every caption that mentions an occupation, tagged with its gender indicators."""
     from biasamp import ui
@@ -40,6 +41,7 @@ def query_cmd(
         corpus, out, occupations=occupations, lexicon=lexicon, names=names_backend if names else None,
         synonyms=synonyms, text_column=text_column, url_column=url_column, id_column=id_column,
         keep=tuple(keep), skip_bad_files=skip_bad_files, partition=partition, overwrite=overwrite, workers=workers, prefilter=prefilter,
+        exact=exact,
     )
     _print(result.stats, result.files)
     ui.console.print(f"mentions written to {result.mentions_dir}")

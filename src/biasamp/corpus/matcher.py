@@ -34,6 +34,7 @@ import mmh3
 import polars as pl
 import pyarrow as pa
 
+from biasamp.corpus import kernels
 from biasamp.corpus.prefilter import Prefilter, prefilter_regex  # noqa: F401 - re-exported (tests, users)
 from biasamp.errors import BiasampError
 from biasamp.vocab.lexicons import Lexicon, load_lexicon
@@ -65,6 +66,7 @@ class CaptionMatcher:
     lexicon: Lexicon = field(default_factory=lambda: load_lexicon("paper"))
     names: str | None = "auto"  # name-finder backend: "auto", "capitalised", "spacy", or None (off)
     prefilter_engine: str = "auto"  # "auto" (hyperscan where it imports), "hyperscan", "regex"
+    exact_engine: str = "auto"  # "auto" (native where it is built), "native", "polars"
 
     def __post_init__(self):
         if not self.occupations:
@@ -92,6 +94,24 @@ class CaptionMatcher:
         self.names_backend = None
         if self.names:
             self._name_finder()  # resolve "auto" now, so the backend used is known and recorded
+        self._kernel = None
+        if self.exact_engine not in ("auto", "native", "polars"):
+            raise BiasampError(f"unknown exact-stage engine {self.exact_engine!r}", hint="one of auto, native, polars")
+        if self.exact_engine != "polars":
+            ascii_words = all(w.isascii() and w.isalnum() for i in items for w in i.split())
+            finder = self._name_finder()
+            if kernels.available() and ascii_words and (finder is None or finder.backend == "capitalised"):
+                self._kernel = kernels.ExactKernel(
+                    items, pairs, terms, names=finder.table if finder is not None else None
+                )
+            elif self.exact_engine == "native":
+                raise BiasampError(
+                    "the native exact stage needs biasamp's C extension (built when biasamp is installed with a C "
+                    "compiler), occupation and lexicon words of ASCII letters and digits, and the capitalised name "
+                    "finder (or none)",
+                    hint="reinstall with a C compiler (pip install -e .), or use exact engine 'polars'",
+                )
+        self.exact_engine = "native" if self._kernel is not None else "polars"
 
     # -- names -------------------------------------------------------------------------
     def _name_finder(self):
@@ -113,6 +133,9 @@ class CaptionMatcher:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.prefilter_engine = self._prefilter.engine  # the prefilter may fall back where it lands
+        if self._kernel is not None and not kernels.available():  # e.g. a worker where the extension is not built
+            self._kernel = None
+            self.exact_engine = "polars"
 
     # -- description -------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -131,6 +154,7 @@ class CaptionMatcher:
             "lexicon": self.lexicon.name,
             "names": self.names_backend,
             "prefilter": self.prefilter_engine,
+            "exact": self.exact_engine,
             "fingerprint": self.fingerprint(),
         }
 
@@ -144,14 +168,9 @@ class CaptionMatcher:
         """Positions of the captions that may mention an occupation (`biasamp.corpus.prefilter`)."""
         return pl.Series("row", self._prefilter.rows(texts), dtype=pl.Int64)
 
-    def match(self, df: pl.DataFrame, *, text: str = "text", key: str = "row") -> pl.DataFrame:
-        """Exact stage: one row per (key, occupation) with forms, indicator terms and names.
-
-        Columns: key, occupation, forms, indicator_terms, [indicator_names], indicator.
-        `df` may hold any captions (the prefilter is not needed for correctness).
-        """
+    def _hits_polars(self, df: pl.DataFrame, *, text: str, key: str) -> pl.DataFrame:
         padded = (" " + normalise_expr(pl.col(text)) + " ").str.extract_many(self.padded_items, overlapping=True)
-        hits = (
+        return (
             df.select(pl.col(key), padded.alias("_m"))
             .explode("_m")
             .drop_nulls("_m")
@@ -159,6 +178,36 @@ class CaptionMatcher:
             .join(self.padded_item, on="_m")
             .select(key, "item")
         )
+
+    def match(self, df: pl.DataFrame, *, text: str = "text", key: str = "row") -> pl.DataFrame:
+        """Exact stage: one row per (key, occupation) with forms, indicator terms and names.
+
+        Columns: key, occupation, forms, indicator_terms, [indicator_names], indicator.
+        `df` may hold any captions (the prefilter is not needed for correctness).
+        """
+        if self._kernel is not None and df.height:
+            return self._match_kernel(df, text=text, key=key)
+        return self._match_polars(df, text=text, key=key)
+
+    def _match_kernel(self, df: pl.DataFrame, *, text: str, key: str) -> pl.DataFrame:
+        """`match` by the compiled kernel (`biasamp.corpus.kernels`) for ASCII captions, by
+        Polars for the rest."""
+        arr = df[text].to_arrow(compat_level=pl.CompatLevel.newest())
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+        out, others = self._kernel.match(arr)
+        if out is None:  # a column the kernel cannot read
+            return self._match_polars(df, text=text, key=key)
+        # the kernel's rows are positions in `df`: its keys instead
+        out = out.with_columns(df[key].gather(out["row"]).alias("_key")).drop("row").rename({"_key": key})
+        out = out.select(key, *[c for c in out.columns if c != key])
+        if len(others):
+            rest = self._match_polars(df[pl.Series(others, dtype=pl.Int64)], text=text, key=key)
+            out = pl.concat([out, rest], how="vertical_relaxed").sort(key, "occupation")
+        return out
+
+    def _match_polars(self, df: pl.DataFrame, *, text: str, key: str) -> pl.DataFrame:
+        hits = self._hits_polars(df, text=text, key=key)
         found = (
             hits.join(self.form_occupation, on="item")
             .sort(key, "occupation", "item")
@@ -238,7 +287,11 @@ def caption_ids(df: pl.DataFrame, *, source_name: str, text="text", url="url", h
     ids = h.clone()
     hash64 = mmh3.hash64
     idx = (rule == "url+text").arg_true()
-    if idx.len():  # url + text joined by Polars, hashed one string at a time
+    if idx.len() and kernels.available():  # in native code, without the interpreter lock
+        old = pl.CompatLevel.oldest()  # large_string: what the kernel reads
+        vals = kernels.laion_ids(u.gather(idx).to_arrow(compat_level=old), t.gather(idx).to_arrow(compat_level=old))
+        ids.scatter(idx, pl.Series(vals, dtype=pl.Int64))
+    elif idx.len():  # url + text joined by Polars, hashed one string at a time
         vals = [hash64(x)[0] for x in (u.gather(idx) + t.gather(idx)).to_list()]
         ids.scatter(idx, pl.Series(vals, dtype=pl.Int64))
     idx = (rule == "fallback").arg_true()

@@ -99,9 +99,10 @@ def _derive_first_names() -> dict[str, str]:
 
 def names_table(exclude: frozenset[str] = frozenset()) -> pl.DataFrame:
     """(name, name_gender) for every usable first name, minus excluded words (any case)."""
-    skip = excluded_words() | {e.lower() for e in exclude}
-    items = [(n, g) for n, g in first_name_genders().items() if n.lower() not in skip]
-    return pl.DataFrame(items, schema={"name": pl.Utf8, "name_gender": pl.Utf8}, orient="row")
+    skip = pl.Series(sorted(excluded_words() | {e.lower() for e in exclude}), dtype=pl.Utf8)
+    genders = first_name_genders()
+    table = pl.DataFrame({"name": list(genders), "name_gender": list(genders.values())}, schema={"name": pl.Utf8, "name_gender": pl.Utf8})
+    return table.filter(~pl.col("name").str.to_lowercase().is_in(skip.implode()))
 
 
 class CapitalisedNames:

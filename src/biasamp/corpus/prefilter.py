@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from biasamp.corpus import kernels
 from biasamp.errors import BiasampError
 
 #: Non-ASCII characters whose lower-case form contains an ASCII letter or digit (derived
@@ -78,7 +79,14 @@ def prefilter_keys(forms: list[str]) -> list[tuple[str, ...]]:
     """The occupation forms as word tuples, minus those another key already finds
     ("engineers" is found by "engineer"), longest first."""
     keys = {tuple(f.split()) for f in forms}
-    keys = {k for k in keys if not any(o != k and _implies(o, k) for o in keys)}
+    # A key can only be implied by one starting with the same letters: compare within those groups.
+    by_start: dict[str, list[tuple[str, ...]]] = {}
+    for k in keys:
+        by_start.setdefault(k[0][:1], []).append(k)
+    keys = {
+        k for k in keys
+        if not any(o != k and _implies(o, k) for s in {w[:1] for w in k} for o in by_start.get(s, ()))
+    }
     for k in keys:
         for w in k:
             if any(ch in _RX_META for ch in w):
@@ -86,7 +94,7 @@ def prefilter_keys(forms: list[str]) -> list[tuple[str, ...]]:
     return sorted(keys, key=lambda k: (-len(" ".join(k)), k))
 
 
-def prefilter_regex(forms: list[str]) -> str:
+def prefilter_regex(forms: list[str], keys: list[tuple[str, ...]] | None = None) -> str:
     """One case-insensitive regex that every caption mentioning a form matches.
 
     Each key's words, joined by "any run of non-word characters", after the start of the
@@ -96,7 +104,7 @@ def prefilter_regex(forms: list[str]) -> str:
     of a key also match.
     """
     ascii_start, other = [], []
-    for k in prefilter_keys(forms):
+    for k in keys if keys is not None else prefilter_keys(forms):
         body = r"[\W_]+".join(k)
         (ascii_start if k[0][:1].isascii() else other).append(body)
     alts = []
@@ -107,6 +115,9 @@ def prefilter_regex(forms: list[str]) -> str:
 
 
 def hyperscan_available() -> bool:
+    """Hyperscan through biasamp's extension (linked with the C library) or the `hyperscan` package."""
+    if kernels.libhs_available():
+        return True
     try:
         import hyperscan  # noqa: F401
     except Exception:  # noqa: BLE001 - missing, or no usable CPU support: the regex engine is used
@@ -120,7 +131,7 @@ class Prefilter:
 
     def __init__(self, forms: list[str], engine: str = "auto"):
         self.keys = prefilter_keys(forms)
-        self.regex = prefilter_regex(forms)
+        self.regex = prefilter_regex(forms, self.keys)
         ascii_keys = all(w.isascii() for k in self.keys for w in k)
         requested = engine
         if engine == "auto":
@@ -134,6 +145,7 @@ class Prefilter:
             raise BiasampError(f"unknown prefilter engine {engine!r}", hint="one of auto, hyperscan, regex")
         self.engine = engine
         self._db = None
+        self._native = None
         self._local = threading.local()
         self._lock = threading.Lock()
         if engine == "hyperscan":
@@ -150,20 +162,30 @@ class Prefilter:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._db = None
+        self._native = None
         self._local = threading.local()
         self._lock = threading.Lock()
         if self.engine == "hyperscan" and not hyperscan_available():
             self.engine = "regex"  # e.g. a worker without the package: the same result, slower
 
     # -- hyperscan ------------------------------------------------------------------------
+    def _patterns(self) -> list[bytes]:
+        pats = [r"[\W_]+".join(k).encode() for k in self.keys]
+        return pats + [c.encode() for c in ASCII_LOWERING]
+
     def _database(self):
+        if self._db is None and kernels.libhs_available():
+            with self._lock:
+                if self._db is None:
+                    self._native = kernels.NativeHyperscan(self._patterns())
+                    self._db = self._native
+            return self._db
         if self._db is None:
             with self._lock:
                 if self._db is None:
                     import hyperscan as hs
 
-                    pats = [r"[\W_]+".join(k).encode() for k in self.keys]
-                    pats += [c.encode() for c in ASCII_LOWERING]
+                    pats = self._patterns()
                     db = hs.Database(mode=hs.HS_MODE_BLOCK)
                     db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[hs.HS_FLAG_CASELESS] * len(pats))
                     self._db = db
@@ -190,12 +212,28 @@ class Prefilter:
             out.append(np.asarray(ends, dtype=np.int64))
         return out
 
+    def _match_ends(self, data: list, base: np.ndarray) -> np.ndarray:
+        """The last byte of every match in the buffers `data`, sorted, in one coordinate
+        (buffer i starts at base[i])."""
+        ends = self._scan_ends(data)
+        pos = np.concatenate([e - 1 + base[i] for i, e in enumerate(ends)]) if ends else np.empty(0, np.int64)
+        if len(pos) and not (pos[1:] >= pos[:-1]).all():
+            pos = np.sort(pos)
+        return pos
+
     def _hyperscan_rows(self, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(candidate rows found in the data buffers, rows the regex must still check)."""
+        if pa.types.is_string_view(arr.type) and kernels.available():
+            # the same decisions as below, in native code without the interpreter lock
+            data = arr.buffers()[2:]
+            if any(b is not None and b.size > MAX_SCAN_BYTES for b in data):
+                raise _TooLarge
+            sizes = np.array([b.size if b is not None else 0 for b in data], dtype=np.int64)
+            base = np.concatenate([[0], np.cumsum(sizes)])
+            pos = self._match_ends(data, base)
+            return kernels.rows_with_ends(arr, base, pos)
         n = len(arr)
-        valid = None
-        if arr.null_count:
-            valid = np.asarray(arr.is_valid())
+        valid = np.asarray(arr.is_valid()) if arr.null_count else None
         if pa.types.is_string_view(arr.type):
             bufs = arr.buffers()
             views = np.frombuffer(bufs[1], dtype=np.int32, count=4 * (arr.offset + n)).reshape(-1, 4)[arr.offset:]
@@ -230,13 +268,9 @@ class Prefilter:
             short = np.empty(0, dtype=np.int64)
         if any(b is not None and b.size > MAX_SCAN_BYTES for b in data):
             raise _TooLarge
-        ends = self._scan_ends(data)
-        # a match ending at byte e of buffer i: its last byte, in one coordinate for all buffers
-        pos = np.concatenate([e - 1 + base[i] for i, e in enumerate(ends)]) if ends else np.empty(0, np.int64)
+        pos = self._match_ends(data, base)
         if not len(pos) or not len(starts):
             return np.empty(0, dtype=np.int64), short
-        if not (pos[1:] >= pos[:-1]).all():
-            pos = np.sort(pos)
         # Decided per caption, not per match: captions may share or overlap bytes (string
         # views of repeated captions, of dictionary-encoded Parquet pages, of slices), so a
         # caption is a candidate when some match's last byte lies in its byte range.
@@ -269,6 +303,9 @@ class Prefilter:
             arr = s.to_arrow(compat_level=pl.CompatLevel.newest())
             if isinstance(arr, pa.ChunkedArray):
                 arr = arr.combine_chunks()
+        if self._database() is self._native and self._native is not None:
+            found = self._native.rows(arr, MAX_SCAN_BYTES)
+            return found if found is not None else self._regex_rows(s)
         try:
             found, short = self._hyperscan_rows(arr)
         except _TooLarge:

@@ -36,6 +36,7 @@ import mmh3
 import polars as pl
 
 from biasamp import tables
+from biasamp.corpus import kernels
 from biasamp.corpus.matcher import CaptionMatcher, query_batch
 from biasamp.corpus.readers import CorpusFile, resolve_inputs
 from biasamp.errors import BiasampError
@@ -76,10 +77,11 @@ def shard_id(path: str) -> str:
     return f"{stem}-{mmh3.hash64(path)[0] & 0xFFFFFFFF:08x}"
 
 
-def make_matcher(occupations=None, lexicon="paper", names="auto", synonyms=False, prefilter_engine="auto") -> CaptionMatcher:
+def make_matcher(occupations=None, lexicon="paper", names="auto", synonyms=False, prefilter_engine="auto",
+                 exact_engine="auto") -> CaptionMatcher:
     occs = load_occupations(occupations, synonyms=synonyms)
     lex = load_lexicon(lexicon)
-    return CaptionMatcher(occs, lex, names if names else None, prefilter_engine)
+    return CaptionMatcher(occs, lex, names if names else None, prefilter_engine, exact_engine)
 
 
 def _bad_file(path: str, e: Exception) -> BiasampError:
@@ -217,6 +219,21 @@ def _part_key(f: Path) -> str:
     return f.stem[len("part-"):]
 
 
+def _detach(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` with its strings copied where they are views into much larger buffers (the
+    captions of the whole input file, which would otherwise stay in memory as long as the
+    rows are held)."""
+    old = pl.CompatLevel.oldest()
+    cols = []
+    for name, dtype in df.schema.items():
+        if dtype == pl.Utf8:
+            arr = df[name].to_arrow(compat_level=pl.CompatLevel.newest())
+            held = sum(b.size for b in arr.buffers()[2:] if b is not None)
+            if held > 2 * int(df[name].str.len_bytes().sum() or 0) + (1 << 20):
+                cols.append(kernels.polars_series(df[name].to_arrow(compat_level=old)).alias(name))
+    return df.with_columns(cols) if cols else df
+
+
 def _by_occupation(mentions: pl.DataFrame) -> dict[str, pl.DataFrame]:
     return {occ: df for (occ,), df in mentions.partition_by("occupation", as_dict=True, maintain_order=True).items()}
 
@@ -275,9 +292,7 @@ class Compactor:
     def add(self, shard: str, mentions: pl.DataFrame) -> None:
         if not mentions.height:
             return
-        # A copy: the rows' strings are views into the whole input file's decoded columns,
-        # which would otherwise stay in memory as long as the rows are held.
-        mentions = pl.from_arrow(mentions.to_arrow(compat_level=pl.CompatLevel.oldest()))
+        mentions = _detach(mentions)
         parts = _by_occupation(mentions)  # split here, in the worker's thread, outside the lock
         with self._hold:
             self.held.append((shard, parts))
@@ -359,6 +374,7 @@ def query_corpus(
     matcher: CaptionMatcher | None = None,
     workers: int | None = None,
     prefilter: str = "auto",
+    exact: str = "auto",
 ) -> QueryResult:
     """Find every caption that mentions an occupation, with its gender indicators.
 
@@ -367,7 +383,9 @@ def query_corpus(
     `overwrite=True` starts afresh. `names`: "auto" | "capitalised" | "spacy" | None (off).
     `workers` input files are read at once (default: one per CPU core); each is itself
     scanned by Polars on all cores. `prefilter`: "auto" | "hyperscan" | "regex"
-    (`biasamp.corpus.prefilter`; the result is the same, only the speed differs).
+    (`biasamp.corpus.prefilter`); `exact`: "auto" | "native" | "polars" (the exact stage:
+    `biasamp.corpus.kernels` for ASCII captions, or Polars for all). The result is the
+    same, only the speed differs.
     """
     from biasamp import ui
 
@@ -375,7 +393,7 @@ def query_corpus(
         raise BiasampError(f"unknown partition {partition!r}", hint=f"one of {', '.join(PARTITIONS)}")
     out = Path(out)
     files = resolve_inputs(corpus)
-    matcher = matcher or make_matcher(occupations, lexicon, names, synonyms, prefilter)
+    matcher = matcher or make_matcher(occupations, lexicon, names, synonyms, prefilter, exact)
     params = {
         "corpus": [str(c) for c in ([corpus] if isinstance(corpus, str) else corpus)],
         "occupations": str(occupations) if occupations is not None and not isinstance(occupations, list) else occupations,
@@ -442,13 +460,13 @@ def query_corpus(
                 work(f)
                 advance()
         else:
-            from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+            from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
             with ThreadPoolExecutor(n_workers) as pool:
                 futures = [pool.submit(work, f) for f in todo]
                 pending = set(futures)
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                while pending:  # the progress bar moves as each file is done
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         if fut.exception() is not None:
                             for other in pending:

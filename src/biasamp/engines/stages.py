@@ -129,6 +129,7 @@ def query_corpus(
     num_cpus: float = 1,
     commit: str = "worker",
     prefilter: str = "auto",
+    exact: str = "auto",
 ):
     """`biasamp.corpus.query.query_corpus` on an engine: one task per input file.
 
@@ -146,7 +147,7 @@ def query_corpus(
 
     kw = dict(occupations=occupations, lexicon=lexicon, names=names, synonyms=synonyms, text_column=text_column,
               url_column=url_column, id_column=id_column, keep=tuple(keep), skip_bad_files=skip_bad_files,
-              partition=partition, progress=progress, prefilter=prefilter)
+              partition=partition, progress=progress, prefilter=prefilter, exact=exact)
     eng, owned = _engine(engine, address, engine_options)
     try:
         if eng.is_local:
@@ -155,7 +156,7 @@ def query_corpus(
             raise BiasampError(f"unknown partition {partition!r}", hint=f"one of {', '.join(q.PARTITIONS)}")
         out = Path(out)
         files = resolve_inputs(corpus)
-        matcher = matcher or q.make_matcher(occupations, lexicon, names, synonyms, prefilter)
+        matcher = matcher or q.make_matcher(occupations, lexicon, names, synonyms, prefilter, exact)
         params = {
             "corpus": [str(c) for c in ([corpus] if isinstance(corpus, (str, Path)) else corpus)],
             "occupations": str(occupations) if occupations is not None and not isinstance(occupations, list) else occupations,
