@@ -17,6 +17,9 @@ Measures, in one run:
 - that both give identical mentions on that sample (the engine's rows from the full run);
 - peak resident memory of the query on a 50M-caption corpus (a child process).
 
+The corpus files are read once before each timed query (page cache warm), and the 10M
+query runs --repeat times (default 3): the median run is reported and judged.
+
 Targets (exit 1 if missed, unless --report-only): >= 5M captions/s (wall clock), >= 10x the
 straightforward method, identical results, peak RSS < 2 GB on 50M captions. The machine
 may be shared: the load average is printed with the figures, and so is the CPU time, so
@@ -82,6 +85,15 @@ def run_query_child(corpus_dir: Path, out: Path, workers: int | None, partition:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def warm_page_cache(folder: Path) -> None:
+    """Read the corpus files once, so that the timed query reads them from memory: the
+    figure is then the query's, not the disk's (another job may have evicted them)."""
+    for f in sorted(folder.glob("*.parquet")):
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+
 def _prefilter_scan() -> str:
     try:
         from biasamp.corpus import kernels
@@ -125,6 +137,7 @@ def main() -> int:
     ap.add_argument("--ab-src", help="A/B mode: a folder with another copy of the biasamp package; its query "
                     "and this tree's are run alternately on the --captions corpus, then the script exits")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the A/B mode")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the 10M query; the median one is reported and judged")
     ap.add_argument("--variants", action="store_true", help="ablation: the 10M query with each part of the native "
                     "kernels turned off in turn (alternating, --rounds rounds), then exit")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
@@ -147,6 +160,7 @@ def main() -> int:
         for i in range(a.rounds):
             for name, src in (("A " + a.ab_src, a.ab_src), ("B this tree", None)):
                 before = load()
+                warm_page_cache(c10)
                 r = run_query_child(c10, a.cache / f"query-out-ab-{'a' if src else 'b'}", a.workers, a.partition, src)
                 print(f"  round {i + 1} {name}: wall {r['wall']:.2f} s, CPU {r['cpu']:.2f} s "
                       f"({r['captions'] / r['cpu'] / 1e6:.2f} M per CPU-second), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
@@ -156,14 +170,22 @@ def main() -> int:
         for i in range(a.rounds):
             for name in VARIANTS:
                 before = load()
+                warm_page_cache(c10)
                 r = run_query_child(c10, a.cache / "query-out-variant", a.workers, a.partition, variant=name)
                 print(f"  round {i + 1} {name}: wall {r['wall']:.2f} s ({r['captions'] / r['wall'] / 1e6:.2f} M/s), CPU "
                       f"{r['cpu']:.2f} s, exact stage {r.get('exact')}, scan by the {r.get('prefilter_scan')}, "
                       f"{r['mention_rows']:,} mention rows ({before})", flush=True)
         return 0
     out10 = a.cache / "query-out"
-    print(f"\n[1] engine on {a.captions:,} captions, partition={a.partition} ({load()})", flush=True)
-    r = run_query_child(c10, out10, a.workers, a.partition)
+    print(f"\n[1] engine on {a.captions:,} captions, partition={a.partition}, {a.repeat} runs ({load()})", flush=True)
+    runs = []
+    for i in range(a.repeat):
+        warm_page_cache(c10)
+        runs.append(run_query_child(c10, out10, a.workers, a.partition))
+        print(f"  run {i + 1}: wall {runs[-1]['wall']:.2f} s -> {runs[-1]['captions'] / runs[-1]['wall'] / 1e6:.2f} M captions/s "
+              f"({load()})", flush=True)
+    r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]  # the median run
+    print("  the median run:")
     rate = r["captions"] / r["wall"]
     cpu_rate = r["captions"] / r["cpu"]
     print(f"  wall {r['wall']:.2f} s -> {rate / 1e6:.2f} M captions/s; CPU {r['cpu']:.2f} s -> "

