@@ -279,6 +279,15 @@ def test_cli_query_and_stats(cli_runner, tmp_path):
     assert set(m["occupation"]) == {"nurse", "engineer"} and "similarity" in m.columns and "indicator_names" not in m.columns
     r = cli_runner.invoke(app, ["captions", "stats", str(tmp_path / "o")])
     assert r.exit_code == 0 and "nurse" in r.output
+    # the engines: the same rows whichever runs
+    r = cli_runner.invoke(app, ["captions", "query", str(tmp_path / "c"), "--out", str(tmp_path / "p"), "--occupations",
+                                str(occ), "--lexicon", "extended", "--no-names", "--keep", "similarity",
+                                "--exact", "polars", "--prefilter", "regex"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p" / "query.manifest.json").read_text())["matcher"]["exact"] == "polars"
+    assert read_mentions(tmp_path / "p").sort("caption_id", "occupation").equals(m.sort("caption_id", "occupation"))
+    r = cli_runner.invoke(app, ["captions", "query", str(tmp_path / "c"), "--out", str(tmp_path / "q"), "--exact", "fast"])
+    assert r.exit_code == 2 and "unknown exact-stage engine" in r.output
     r = cli_runner.invoke(app, ["captions", "query", str(tmp_path / "nothing.parquet"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
     r = cli_runner.invoke(app, ["captions", "stats", str(tmp_path)])

@@ -4,7 +4,8 @@
 or an Arrow table with standard column names) to the `mentions` rows it yields, so the
 local engine and a distributed one (Ray Data `map_batches`) run the same code.
 
-How a batch is matched (vectorised: Hyperscan and Polars' Rust code do the scanning):
+How a batch is matched (native code does the scanning: Hyperscan, biasamp's C extension
+`biasamp.corpus.kernels`, Polars' Rust code):
 
 1. Prefilter, over every caption (`biasamp.corpus.prefilter`): one case-insensitive pattern
    per occupation key (a form's words joined by "any run of non-word characters"). It keeps
@@ -16,7 +17,9 @@ How a batch is matched (vectorised: Hyperscan and Polars' Rust code do the scann
    word written between spaces (" police officer ", " her "), all occurrences, overlapping
    ones included (Aho-Corasick, Polars' `extract_many`): in a normalised caption that is
    exactly a whole-word match. So "film director" is a mention of "film director" and of
-   "director", and every gender word is found.
+   "director", and every gender word is found. With `exact_engine="native"` (the default
+   where the extension is built), the C kernel does the same for ASCII captions in one
+   pass, names and output rows included; other captions take the Polars path.
 3. Person names on the captions that mention an occupation (`biasamp.corpus.names`).
    `indicator` is male (male words/names only), female, both, or none.
 

@@ -4,18 +4,24 @@ Every caption is looked at by the prefilter, so it decides the query's speed. It
 every caption the exact stage would match (a superset; false positives only cost time in
 the exact stage). Two engines give that guarantee:
 
-- `hyperscan` (default where the `hyperscan` package imports, x86-64): Intel's multi-pattern
-  matcher scans the caption column's Arrow data buffers as they are, without a copy and
-  without per-caption calls, for one case-insensitive pattern per occupation key (its words
-  joined by "any run of non-word bytes"), and the match offsets are mapped back to rows
-  with a binary search. No left word boundary is asked for, so a match may start inside a
-  word ("factor" for "actor") or run across two adjacent captions in the buffer; both only
-  add candidates. Captions of 12 bytes or less live inside Arrow's string views, not in the
-  data buffers; they are few and go through the regex engine below.
+- `hyperscan` (default where Hyperscan is available): Intel's multi-pattern matcher scans
+  the caption column's Arrow data buffers as they are, without a copy and without
+  per-caption calls, for one case-insensitive pattern per occupation key (its words joined
+  by "any run of non-word bytes"), and the match offsets are mapped back to rows, each
+  caption decided on its own bytes. No left word boundary is asked for, so a match may start
+  inside a word ("factor" for "actor") or run across two adjacent captions in the buffer;
+  both only add candidates. Two ways to the same scan:
+  - biasamp's C extension linked with the Hyperscan library
+    (`biasamp.corpus.kernels.NativeHyperscan`, where the library was installed when biasamp
+    was built): matches are collected and mapped in C without the interpreter lock, and the
+    captions of 12 bytes or less (which live inside Arrow's string views, not in the data
+    buffers) are scanned one by one;
+  - the `hyperscan` package otherwise: Python is called once per match, and the short
+    captions go through the regex engine below.
 - `regex`: one case-insensitive regular expression (`prefilter_regex`) run by Polars (Rust's
   regex crate) on each caption. Used for occupations with non-ASCII letters (whose case
-  folding Hyperscan does not do as Polars' lower-casing does), where hyperscan is missing,
-  and for short captions.
+  folding Hyperscan does not do as Polars' lower-casing does), where Hyperscan is missing,
+  and for buffers too large for one scan.
 
 Known gap (both engines): an apostrophe inside an occupation word ("engi'neer") is removed
 by normalisation, so the exact stage would match, but the prefilter does not let it through.
