@@ -292,3 +292,16 @@ def test_cli_query_and_stats(cli_runner, tmp_path):
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
     r = cli_runner.invoke(app, ["captions", "stats", str(tmp_path)])
     assert r.exit_code == 2 and "not a query output folder" in r.output
+
+
+def test_overwrite_discards_the_old_run_and_leftovers(tmp_path):
+    d = make_corpus(3000, seed=5, out=tmp_path / "c", rows_per_file=1000)
+    out = tmp_path / "o"
+    first = query_corpus([str(p) for p in d], out, names=None, progress=False)
+    # a folder an interrupted overwrite left behind
+    (out / f"{query_mod.TRASH}dead" / "mentions").mkdir(parents=True)
+    (out / f"{query_mod.TRASH}dead" / "mentions" / "part-x.parquet").write_bytes(b"junk")
+    again = query_corpus([str(p) for p in d[:2]], out, names=None, progress=False, overwrite=True)
+    assert not list(out.glob(f"{query_mod.TRASH}*"))
+    assert again.files.height == 2 and first.files.height == 3
+    assert read_mentions(out)["source"].n_unique() == 2

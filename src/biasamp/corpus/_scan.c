@@ -298,10 +298,13 @@ static int scan_caption(const vocab *V, scratch *S, const uint8_t *src, int64_t 
     return scan_names(V, S, src, length, n_names_out) == 2 ? 2 : 1;
 }
 
-/* Every row index in range, and every caption's buffer index (outside the view) too: the
- * loops that follow trust them. rows NULL: all rows. Sets a Python error and returns -1. */
-static int check_views(const int32_t *views, int64_t n, int inline_ok, int64_t n_buffers, const int64_t *rows,
-                       int64_t n_rows) {
+/* Every row index in range, and every non-null caption outside its view inside a data
+ * buffer: the loops that follow trust them (they hold for a valid Arrow array; a null
+ * slot's view is left unspecified by Arrow, so it is not checked, and never read). rows
+ * NULL: all rows; valid NULL: no nulls; sizes NULL: the buffers' sizes are not known.
+ * Sets a Python error and returns -1. */
+static int check_views(const int32_t *views, int64_t n, int inline_ok, int64_t n_buffers, const int64_t *sizes,
+                       const uint8_t *valid, const int64_t *rows, int64_t n_rows) {
     int64_t m = rows ? n_rows : n;
     for (int64_t q = 0; q < m; q++) {
         int64_t r = rows ? rows[q] : q;
@@ -309,10 +312,13 @@ static int check_views(const int32_t *views, int64_t n, int inline_ok, int64_t n
             PyErr_Format(PyExc_IndexError, "row %lld out of range (%lld captions)", (long long)r, (long long)n);
             return -1;
         }
+        if (valid && !valid[r]) continue;
         int64_t len = views[4 * r];
-        if (len > 0 && !(inline_ok && len <= 12) && (views[4 * r + 2] < 0 || views[4 * r + 2] >= n_buffers)) {
-            PyErr_Format(PyExc_ValueError, "caption %lld points to data buffer %d of %lld", (long long)r,
-                         (int)views[4 * r + 2], (long long)n_buffers);
+        if (len <= 0 || (inline_ok && len <= 12)) continue;
+        int32_t b = views[4 * r + 2];
+        if (b < 0 || b >= n_buffers || (sizes && (int64_t)(uint32_t)views[4 * r + 3] + len > sizes[b])) {
+            PyErr_Format(PyExc_ValueError, "caption %lld lies outside its data buffer (%d of %lld)", (long long)r, (int)b,
+                         (long long)n_buffers);
             return -1;
         }
     }
@@ -380,7 +386,12 @@ static PyObject *match(PyObject *self, PyObject *args) {
     const uint8_t *flat = bv.buf;
     const int64_t *addresses = ba.buf, *rows = br.buf;
     int64_t n_rows = (int64_t)(br.len / 8);
-    if (check_views(views, (int64_t)(bv.len / 16), inline_ok, (int64_t)(ba.len / 8), rows, n_rows) < 0) goto release;
+    if (bs.len != ba.len) {
+        PyErr_SetString(PyExc_ValueError, "match: one size per buffer address");
+        goto release;
+    }
+    if (check_views(views, (int64_t)(bv.len / 16), inline_ok, (int64_t)(ba.len / 8), bs.buf, NULL, rows, n_rows) < 0)
+        goto release;
 
     scratch S;
     S.word = malloc((size_t)(maxw + 1));
@@ -439,16 +450,21 @@ static PyObject *match(PyObject *self, PyObject *args) {
             if (V.is_form[it]) {
                 for (int64_t e = V.form_occ_off[it]; e < V.form_occ_off[it + 1]; e++) {
                     if (n_pairs == pair_cap) {
-                        pair_cap *= 2;
-                        int32_t *po = realloc(pair_occ, (size_t)pair_cap * 4), *pi = realloc(pair_item, (size_t)pair_cap * 4);
+                        int32_t *po = realloc(pair_occ, (size_t)pair_cap * 8);
                         if (po) pair_occ = po;
+                        int32_t *pi = po ? realloc(pair_item, (size_t)pair_cap * 8) : NULL;
                         if (pi) pair_item = pi;
-                        if (!po || !pi) { ok = 0; break; }
+                        if (!po || !pi) {
+                            ok = 0;
+                            break;
+                        }
+                        pair_cap *= 2;
                     }
                     pair_occ[n_pairs] = V.form_occ[e];
                     pair_item[n_pairs++] = it;
                 }
             }
+            if (!ok) break;
             if (V.term_sex[it]) {
                 n_terms++;
                 male |= (V.term_sex[it] & 1) != 0;
@@ -500,7 +516,7 @@ static PyObject *match(PyObject *self, PyObject *args) {
     } else {
         result = PyTuple_New(10);
         vec *vs[10] = {&o_row, &o_occ, &o_ind, &f_off, &f_val, &t_off, &t_val, &m_off, &m_val, &other};
-        for (int i = 0; i < 10; i++) {
+        for (int i = 0; result && i < 10; i++) {
             PyObject *b = vec_bytes(vs[i]);
             if (!b) {
                 Py_CLEAR(result);
@@ -539,7 +555,7 @@ static PyObject *rows_with_ends(PyObject *self, PyObject *args) {
     const uint8_t *valid = bl.len ? bl.buf : NULL;
     int64_t n = (int64_t)(bv.len / 16), m = (int64_t)(bp.len / 8);
     vec found = {0}, shortr = {0};
-    int ok = check_views(views, n, inline_ok, (int64_t)(bb.len / 8) - 1, NULL, 0) == 0;
+    int ok = check_views(views, n, inline_ok, (int64_t)(bb.len / 8) - 1, NULL, valid, NULL, 0) == 0;
     if (!ok) goto done;
     ok = vec_init(&found, 8, (size_t)(n / 8 + 16)) && vec_init(&shortr, 8, 64);
     Py_BEGIN_ALLOW_THREADS
@@ -707,7 +723,7 @@ static PyObject *py_hs_rows(PyObject *self, PyObject *args) {
     const int64_t *addresses = ba.buf, *sizes = bs.buf;
     const uint8_t *valid = bl.len ? bl.buf : NULL;
     int64_t n = (int64_t)(bv.len / 16), nb = (int64_t)(ba.len / 8);
-    if (bs.len != ba.len || check_views(views, n, inline_ok, nb, NULL, 0) < 0) {
+    if (bs.len != ba.len || check_views(views, n, inline_ok, nb, sizes, valid, NULL, 0) < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "hs_rows: one size per buffer address");
         goto release;
     }
@@ -860,6 +876,16 @@ static PyObject *hash_pairs(PyObject *self, PyObject *args) {
     const uint8_t *adat = ad.buf, *bdat = bd.buf;
     int64_t n = (int64_t)(ao.len / 8) - 1;
     if (n < 0) n = 0;
+    if (ao.len != bo.len) {
+        PyErr_SetString(PyExc_ValueError, "hash_pairs: the two columns differ in length");
+        goto release;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (aoff[i] < 0 || aoff[i + 1] < aoff[i] || aoff[i + 1] > (int64_t)ad.len || boff[i] < 0 || boff[i + 1] < boff[i] ||
+            boff[i + 1] > (int64_t)bd.len) {
+            PyErr_Format(PyExc_ValueError, "hash_pairs: bad offsets at row %lld", (long long)i);
+            goto release;
+        }
     int64_t *out = malloc((size_t)(n ? n : 1) * 8);
     size_t cap = 1024;
     uint8_t *buf = malloc(cap);
@@ -884,6 +910,7 @@ static PyObject *hash_pairs(PyObject *self, PyObject *args) {
         result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(n * 8));
     free(out);
     free(buf);
+release:
     PyBuffer_Release(&ao);
     PyBuffer_Release(&ad);
     PyBuffer_Release(&bo);

@@ -76,9 +76,8 @@ class NativeHyperscan:
         views, inline, data, addresses = v
         if any(b is not None and b.size > max_bytes for b in data):
             return None
-        sizes = np.array([b.size if b is not None else 0 for b in data] or [0], np.int64)
         valid = np.asarray(arr.is_valid()).view(np.uint8) if arr.null_count else np.zeros(0, np.uint8)
-        out = _scan.hs_rows(self._db, views, inline, addresses, sizes, valid)
+        out = _scan.hs_rows(self._db, views, inline, addresses, _sizes(data), valid)
         del data
         return _as_array(out, np.int64)
 
@@ -100,12 +99,19 @@ def char_classes() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 offsets relative to the data, data bytes) of a string / large_string array."""
-    odt = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    """(int64 offsets relative to the data, data bytes) of a string or binary array (not views)."""
+    t = arr.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        raise TypeError(f"expected a string column with offsets, got {t}")
+    odt = np.int64 if (pa.types.is_large_string(t) or pa.types.is_large_binary(t)) else np.int32
     bufs = arr.buffers()
     offs = np.frombuffer(bufs[1], dtype=odt, count=arr.offset + len(arr) + 1)[arr.offset:].astype(np.int64)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None and bufs[2].size else np.zeros(1, np.uint8)
     return offs, data
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _as_array(b: bytes, dtype) -> np.ndarray:
@@ -174,6 +180,8 @@ def _large(arr: pa.Array) -> pa.Array:
     pyarrow.compute, a tenth of a second)."""
     if pa.types.is_large_string(arr.type):
         return arr
+    if not _is_text(arr.type):
+        raise TypeError(f"expected a string column, got {arr.type}")
     out = polars_series(arr).to_arrow(compat_level=pl.CompatLevel.oldest())
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
@@ -202,6 +210,10 @@ def _views(arr: pa.Array) -> tuple[np.ndarray, bool, list, np.ndarray] | None:
     return np.ascontiguousarray(views), inline, data, addresses
 
 
+def _sizes(data: list) -> np.ndarray:
+    return np.array([b.size if b is not None else 0 for b in data] or [0], np.int64)
+
+
 def laion_ids(urls: pa.Array, texts: pa.Array) -> np.ndarray:
     """`mmh3.hash64(url + text)[0]` per row of two non-null string columns (any Arrow string
     type), as int64."""
@@ -209,6 +221,10 @@ def laion_ids(urls: pa.Array, texts: pa.Array) -> np.ndarray:
         urls = urls.combine_chunks()
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
+    if len(urls) != len(texts):
+        raise ValueError(f"{len(urls)} urls for {len(texts)} captions")
+    if urls.null_count or texts.null_count:
+        raise ValueError("caption ids from url + text need both, in every row")
     u, t = _large(urls), _large(texts)
     uo, ud = _offsets_and_data(u)
     to, td = _offsets_and_data(t)
@@ -315,7 +331,7 @@ class ExactKernel:
                   self.term_sex, self.form_occ_off, self.form_occ, self.name_sex, self.bigram)
         params = (self.V[4], self.N[4], self.edges[2], self.n_words, self.find_names, self.minw, self.maxw, self.maxlen,
                   len(self.items), MAX_NAMES_PER_CAPTION)
-        out = _scan.match(views, inline, addresses, np.zeros(1, np.int64), rows, tables, params)
+        out = _scan.match(views, inline, addresses, _sizes(data), rows, tables, params)
         del data  # the buffers the kernel read, kept alive until here
         dtypes = (np.int64, np.int32, np.int8, np.int64, np.int32, np.int64, np.int32, np.int64, np.int32, np.int64)
         out = [_as_array(b, d) for b, d in zip(out, dtypes)]

@@ -101,7 +101,7 @@ class CaptionMatcher:
         if self.exact_engine not in ("auto", "native", "polars"):
             raise BiasampError(f"unknown exact-stage engine {self.exact_engine!r}", hint="one of auto, native, polars")
         if self.exact_engine != "polars":
-            ascii_words = all(w.isascii() and w.isalnum() for i in items for w in i.split())
+            ascii_words = all(w.isascii() and w.isalnum() and w == w.lower() for i in items for w in i.split())
             finder = self._name_finder()
             if kernels.available() and ascii_words and (finder is None or finder.backend == "capitalised"):
                 self._kernel = kernels.ExactKernel(
@@ -188,8 +188,9 @@ class CaptionMatcher:
         Columns: key, occupation, forms, indicator_terms, [indicator_names], indicator.
         `df` may hold any captions (the prefilter is not needed for correctness).
         """
-        if self._kernel is not None and df.height:
+        if self._kernel is not None and df.height and df.schema[text] == pl.Utf8 and _strictly_increasing(df[key]):
             return self._match_kernel(df, text=text, key=key)
+        # (keys repeated or out of order: Polars groups and sorts by key, the kernel by position)
         return self._match_polars(df, text=text, key=key)
 
     def _match_kernel(self, df: pl.DataFrame, *, text: str, key: str) -> pl.DataFrame:
@@ -263,6 +264,16 @@ class CaptionMatcher:
         return out.select(cols).sort(key, "occupation")
 
 
+def _strictly_increasing(keys: pl.Series) -> bool:
+    if keys.null_count():
+        return False
+    if keys.len() < 2:
+        return True
+    if not keys.dtype.is_numeric():
+        return keys.is_sorted() and keys.n_unique() == keys.len()
+    return bool((keys.diff().drop_nulls() > 0).all())
+
+
 # -- caption ids ---------------------------------------------------------------------------
 def laion_caption_id(url: str, text: str) -> int:
     """LAION's rule: the first signed 64-bit half of MurmurHash3 x64-128 of url + text."""
@@ -277,6 +288,14 @@ def fallback_caption_id(text: str, source_name: str, row: int) -> int:
 def caption_ids(df: pl.DataFrame, *, source_name: str, text="text", url="url", hash="hash", row="row") -> pl.DataFrame:
     """Add `caption_id` (Int64) and `id_rule` (hash | url+text | fallback) to `df`."""
     n = df.height
+    if (  # the usual LAION-2B-en case, in one native call: no id column, a url and a caption in every row
+        n and hash not in df.columns and url in df.columns and kernels.available()
+        and df.schema[url] == pl.Utf8 and df.schema[text] == pl.Utf8
+        and not df[url].null_count() and not df[text].null_count()
+    ):
+        old = pl.CompatLevel.oldest()  # large_string: what the kernel reads
+        vals = kernels.laion_ids(df[url].to_arrow(compat_level=old), df[text].to_arrow(compat_level=old))
+        return df.with_columns(pl.Series("caption_id", vals, dtype=pl.Int64), pl.lit("url+text").alias("id_rule"))
     h = df[hash].cast(pl.Int64, strict=False) if hash in df.columns else pl.Series([None] * n, dtype=pl.Int64)
     u = df[url].cast(pl.Utf8) if url in df.columns else pl.Series([None] * n, dtype=pl.Utf8)
     t = df[text]
@@ -290,7 +309,7 @@ def caption_ids(df: pl.DataFrame, *, source_name: str, text="text", url="url", h
     ids = h.clone()
     hash64 = mmh3.hash64
     idx = (rule == "url+text").arg_true()
-    if idx.len() and kernels.available():  # in native code, without the interpreter lock
+    if idx.len() and kernels.available() and u.dtype == pl.Utf8 and t.dtype == pl.Utf8:  # native, without the interpreter lock
         old = pl.CompatLevel.oldest()  # large_string: what the kernel reads
         vals = kernels.laion_ids(u.gather(idx).to_arrow(compat_level=old), t.gather(idx).to_arrow(compat_level=old))
         ids.scatter(idx, pl.Series(vals, dtype=pl.Int64))

@@ -207,6 +207,33 @@ def _parts_of(mdir: Path, shard: str) -> list[Path]:
     )
 
 
+TRASH = ".discarded-"  # out/.discarded-<id>/: an overwritten run's folders, being deleted
+
+
+def _discard(out: Path, subs: tuple[str, ...]):
+    """Move `out`'s folders `subs` aside at once (the run starts on a clean folder) and
+    delete them, and any left by an earlier run, in a background thread (deleting a large
+    output takes a while; nothing reads those folders). Returns the thread to join."""
+    import threading
+    import uuid
+
+    if subs:
+        trash = out / f"{TRASH}{uuid.uuid4().hex[:12]}"
+        for sub in subs:
+            if (out / sub).exists():
+                trash.mkdir(exist_ok=True)
+                os.replace(out / sub, trash / sub)
+    doomed = sorted(out.glob(f"{TRASH}*"))
+
+    def delete():
+        for d in doomed:
+            shutil.rmtree(d, ignore_errors=True)
+
+    t = threading.Thread(target=delete, name="biasamp-discard", daemon=True)
+    t.start()
+    return t
+
+
 def _markers(out: Path) -> dict[str, dict]:
     d = out / "_progress"
     if not d.exists():
@@ -397,6 +424,7 @@ def query_corpus(
     out = Path(out)
     files = resolve_inputs(corpus)
     matcher = matcher or make_matcher(occupations, lexicon, names, synonyms, prefilter, exact)
+    discard: tuple[str, ...] = ()
     params = {
         "corpus": [str(c) for c in ([corpus] if isinstance(corpus, str) else corpus)],
         "occupations": str(occupations) if occupations is not None and not isinstance(occupations, list) else occupations,
@@ -416,13 +444,13 @@ def query_corpus(
                 hint="use another --out folder, or --overwrite to replace it",
             )
         if overwrite:
-            for sub in ("mentions", "_progress", COMPACTED):
-                shutil.rmtree(out / sub, ignore_errors=True)
+            discard = ("mentions", "_progress", COMPACTED)
             for f in ("files.parquet", "stats.parquet"):
                 (out / f).unlink(missing_ok=True)
     elif overwrite:
-        for sub in ("mentions", "_progress", COMPACTED):
-            shutil.rmtree(out / sub, ignore_errors=True)
+        discard = ("mentions", "_progress", COMPACTED)
+    # the old run's folders moved aside at once, deleted in the background (with leftovers)
+    cleaner = _discard(out, discard) if out.is_dir() else None
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, "query", params, extra={"matcher": matcher.describe(), "inputs": len(files)})
     mdir = out / "mentions"
@@ -478,14 +506,17 @@ def query_corpus(
                         advance()
     if compactor is not None:
         compactor.finish()
-    files_df = files_table(out)  # every committed input file of this folder, this run's and earlier ones
+    markers = _markers(out)
+    files_df = files_table(out, markers=markers)  # every committed input file of this folder, this run's and earlier ones
     if not any(mdir.rglob("*.parquet")):
         atomic_write_parquet(_empty_mentions(matcher), mdir / "part-empty.parquet")
     atomic_write_parquet(files_df, out / "files.parquet")
-    stats = marker_stats(out, files_df)
+    stats = marker_stats(out, files_df, markers=markers)
     if stats is None:  # markers of an older version without counts: count the mentions
         stats = mention_stats(scan_mentions(out), files_df)
     atomic_write_parquet(stats, out / "stats.parquet")
+    if cleaner is not None:
+        cleaner.join()
     return QueryResult(out, files_df, stats)
 
 
@@ -493,8 +524,9 @@ def _empty_mentions(matcher: CaptionMatcher) -> pl.DataFrame:
     return query_batch(pl.DataFrame({"text": pl.Series([], dtype=pl.Utf8)}), matcher)
 
 
-def files_table(out: str | Path, only: set[str] | None = None) -> pl.DataFrame:
-    rows = [m for sh, m in _markers(Path(out)).items() if only is None or sh in only]
+def files_table(out: str | Path, only: set[str] | None = None, markers: dict[str, dict] | None = None) -> pl.DataFrame:
+    markers = _markers(Path(out)) if markers is None else markers
+    rows = [m for sh, m in markers.items() if only is None or sh in only]
     if not rows:
         return pl.DataFrame(schema=FILES_SCHEMA)
     return pl.DataFrame([{k: r.get(k) for k in FILES_SCHEMA} for r in rows], schema=FILES_SCHEMA).sort("source")
@@ -557,11 +589,11 @@ def read_mentions(path: str | Path, occupations: list[str] | None = None) -> pl.
     return tables.validate(df, "mentions", source=mdir)
 
 
-def marker_stats(out: str | Path, files: pl.DataFrame) -> pl.DataFrame | None:
+def marker_stats(out: str | Path, files: pl.DataFrame, markers: dict[str, dict] | None = None) -> pl.DataFrame | None:
     """`mention_stats` from the per-file counts in the progress markers (None if a marker
     has none)."""
     rows: dict[tuple[str, str], int] = {}
-    for m in _markers(Path(out)).values():
+    for m in (_markers(Path(out)) if markers is None else markers).values():
         if m.get("status") != "ok":
             continue
         if "counts" not in m:
