@@ -11,6 +11,7 @@ Output folder layout (`out`):
     files.parquet                                      one row per input file (the skip list too)
     stats.parquet                                      per-occupation statistics
     query.manifest.json                                parameters, versions, matcher fingerprint
+    .discarded-<id>/                                   an overwritten run's folders, while they are deleted
 
 `<shard>` is the input file's base name plus a hash of its full path. An input file is
 committed when its `_progress` marker is written (after its staged part, written
