@@ -1,5 +1,7 @@
 """Native kernels of the caption query (C, `biasamp/corpus/_scan.c`): the exact stage on
-ASCII captions, the prefilter's match offsets mapped to captions, and LAION's caption ids.
+ASCII captions (`ExactKernel`), the prefilter's scan where the extension is linked with the
+Hyperscan library (`NativeHyperscan`), the mapping of the `hyperscan` package's match
+offsets to captions (`rows_with_ends`), and LAION's caption ids (`laion_ids`).
 
 Why: the query's scans already run in Polars' and Hyperscan's native code, and two input
 files are processed at once on two threads; what remained in Python (a dozen Polars
@@ -19,7 +21,8 @@ finds them. It handles captions whose bytes are all ASCII, where those rules are
 which sends it through the Polars stage. Tests compare the two on generated captions.
 
 The extension is built when the package is installed (`pip install -e .`, a C compiler
-needed); where it could not be built, `available()` is False and the Polars path is used.
+needed; DEVELOPERS.md); where it could not be built, `available()` is False and the
+previous paths are used (Polars, the `hyperscan` package, `mmh3`).
 """
 
 from __future__ import annotations
@@ -34,8 +37,6 @@ except ImportError:  # not built (no C compiler at install time): the Polars pat
     _scan = None
 
 SEP, WORD, APOS, OTHER = 0, 1, 2, 3
-#: Strings this long or shorter are stored inside an Arrow string view (its bytes 4..16).
-VIEW_INLINE = 12
 #: The most distinct first names one caption may hold for the kernel (more: the Polars stage).
 MAX_NAMES_PER_CAPTION = 256
 INDICATORS = ("none", "male", "female", "both")
@@ -145,7 +146,7 @@ def _strings(values: list[str]) -> pa.Array:
 
 class _ArrayCapsule:
     """An Arrow array seen only through the Arrow PyCapsule interface: Polars then imports it
-    directly (given a pyarrow object, it imports pyarrow.compute first: about a tenth of a
+    directly (given a pyarrow array, it imports pyarrow.compute first: about a tenth of a
     second, once per process)."""
 
     def __init__(self, arr):
@@ -155,24 +156,9 @@ class _ArrayCapsule:
         return self.arr.__arrow_c_array__(requested_schema)
 
 
-class _StreamCapsule:
-    """An Arrow table seen only through the Arrow PyCapsule interface (see `_ArrayCapsule`)."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def __arrow_c_stream__(self, requested_schema=None):
-        return self.table.__arrow_c_stream__(requested_schema)
-
-
 def polars_series(arr: pa.Array) -> pl.Series:
     """An Arrow array as a Polars Series (see `_ArrayCapsule`)."""
     return pl.Series(_ArrayCapsule(arr))
-
-
-def polars_frame(table: pa.Table) -> pl.DataFrame:
-    """An Arrow table as a Polars DataFrame (see `_ArrayCapsule`)."""
-    return pl.DataFrame(_StreamCapsule(table))
 
 
 def _large(arr: pa.Array) -> pa.Array:
