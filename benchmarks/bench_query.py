@@ -124,6 +124,20 @@ def child(corpus_dir: str, out: str, workers: int | None, partition: str, varian
     }))
 
 
+def alternate(a, corpus_dir: Path, arms: list[tuple[str, str, str | None, str | None]]) -> None:
+    """--ab-src and --variants: the arms (label, output folder, src, variant) run in turn,
+    --rounds times, each on a warm page cache, so that they share the machine's load."""
+    for i in range(a.rounds):
+        for label, out, src, variant in arms:
+            before = load()
+            warm_page_cache(corpus_dir)
+            r = run_query_child(corpus_dir, a.cache / out, a.workers, a.partition, src, variant)
+            print(f"  round {i + 1} {label}: wall {r['wall']:.2f} s ({r['captions'] / r['wall'] / 1e6:.2f} M/s), "
+                  f"CPU {r['cpu']:.2f} s ({r['captions'] / r['cpu'] / 1e6:.2f} M per CPU-second), peak RSS "
+                  f"{r['peak_rss'] / 2**30:.2f} GiB, exact stage {r.get('exact') or 'polars'}, scan by the "
+                  f"{r.get('prefilter_scan')}, {r['mention_rows']:,} mention rows ({before})", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captions", type=int, default=10_000_000)
@@ -157,24 +171,10 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs; {load()}")
     c10 = corpus(a.cache, a.captions, seed=0)
     if a.ab_src:
-        for i in range(a.rounds):
-            for name, src in (("A " + a.ab_src, a.ab_src), ("B this tree", None)):
-                before = load()
-                warm_page_cache(c10)
-                r = run_query_child(c10, a.cache / f"query-out-ab-{'a' if src else 'b'}", a.workers, a.partition, src)
-                print(f"  round {i + 1} {name}: wall {r['wall']:.2f} s, CPU {r['cpu']:.2f} s "
-                      f"({r['captions'] / r['cpu'] / 1e6:.2f} M per CPU-second), peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
-                      f"{r['mention_rows']:,} mention rows ({before})", flush=True)
+        alternate(a, c10, [("A " + a.ab_src, "query-out-ab-a", a.ab_src, None), ("B this tree", "query-out-ab-b", None, None)])
         return 0
     if a.variants:
-        for i in range(a.rounds):
-            for name in VARIANTS:
-                before = load()
-                warm_page_cache(c10)
-                r = run_query_child(c10, a.cache / "query-out-variant", a.workers, a.partition, variant=name)
-                print(f"  round {i + 1} {name}: wall {r['wall']:.2f} s ({r['captions'] / r['wall'] / 1e6:.2f} M/s), CPU "
-                      f"{r['cpu']:.2f} s, exact stage {r.get('exact')}, scan by the {r.get('prefilter_scan')}, "
-                      f"{r['mention_rows']:,} mention rows ({before})", flush=True)
+        alternate(a, c10, [(name, "query-out-variant", None, name) for name in VARIANTS])
         return 0
     out10 = a.cache / "query-out"
     print(f"\n[1] engine on {a.captions:,} captions, partition={a.partition}, {a.repeat} runs ({load()})", flush=True)

@@ -74,11 +74,11 @@ class NativeHyperscan:
         v = _views(arr)
         if v is None:
             return None
-        views, inline, data, addresses = v
-        if any(b is not None and b.size > max_bytes for b in data):
+        views, inline, data, addresses, sizes = v
+        if sizes.max() > max_bytes:
             return None
         valid = np.asarray(arr.is_valid()).view(np.uint8) if arr.null_count else np.zeros(0, np.uint8)
-        out = _scan.hs_rows(self._db, views, inline, addresses, _sizes(data), valid)
+        out = _scan.hs_rows(self._db, views, inline, addresses, sizes, valid)
         del data
         return _as_array(out, np.int64)
 
@@ -172,8 +172,9 @@ def _large(arr: pa.Array) -> pa.Array:
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
-def _views(arr: pa.Array) -> tuple[np.ndarray, bool, list, np.ndarray] | None:
-    """(int32 views (n, 4), inline, data buffers, their addresses) of a string column: Arrow
+def _views(arr: pa.Array) -> tuple[np.ndarray, bool, list, np.ndarray, np.ndarray] | None:
+    """(int32 views (n, 4), inline, data buffers, their addresses, their sizes) of a string
+    column (the caller keeps the buffers alive while the kernels read them): Arrow
     string views as they are; string / large_string as (length, 0, 0, offset) rows over one
     buffer (None if that buffer is 2 GiB or more: views hold 32-bit offsets)."""
     if pa.types.is_string_view(arr.type):
@@ -193,11 +194,8 @@ def _views(arr: pa.Array) -> tuple[np.ndarray, bool, list, np.ndarray] | None:
         data = [arr.buffers()[2]]
         inline = False
     addresses = np.array([b.address if b is not None else 0 for b in data] or [0], np.int64)
-    return np.ascontiguousarray(views), inline, data, addresses
-
-
-def _sizes(data: list) -> np.ndarray:
-    return np.array([b.size if b is not None else 0 for b in data] or [0], np.int64)
+    sizes = np.array([b.size if b is not None else 0 for b in data] or [0], np.int64)
+    return np.ascontiguousarray(views), inline, data, addresses, sizes
 
 
 def laion_ids(urls: pa.Array, texts: pa.Array) -> np.ndarray:
@@ -221,10 +219,9 @@ def rows_with_ends(arr: pa.Array, base: np.ndarray, pos: np.ndarray) -> tuple[np
     """For a string-view column: (rows whose bytes hold the last byte of a match, rows whose
     caption lives inside its view, not decided here). `pos`: sorted last-byte positions, in
     one coordinate over the data buffers (buffer i starts at base[i])."""
-    bufs = arr.buffers()
-    views = np.frombuffer(bufs[1], dtype=np.int32, count=4 * (arr.offset + len(arr))).reshape(-1, 4)[arr.offset:]
+    views = _views(arr)[0]
     valid = np.asarray(arr.is_valid()).view(np.uint8) if arr.null_count else np.zeros(0, np.uint8)
-    found, short = _scan.rows_with_ends(np.ascontiguousarray(views), True, np.ascontiguousarray(base, np.int64),
+    found, short = _scan.rows_with_ends(views, True, np.ascontiguousarray(base, np.int64),
                                         np.ascontiguousarray(pos, np.int64), valid)
     return _as_array(found, np.int64), _as_array(short, np.int64)
 
@@ -312,12 +309,12 @@ class ExactKernel:
         v = _views(arr)
         if v is None:  # a column the kernel cannot address: the Polars stage takes it all
             return None, rows
-        views, inline, data, addresses = v
+        views, inline, data, addresses, sizes = v
         tables = (self.cls, self.low, *self.V[:4], *self.N[:4], *self.edges[:2], self.term, self.is_form.view(np.uint8),
                   self.term_sex, self.form_occ_off, self.form_occ, self.name_sex, self.bigram)
         params = (self.V[4], self.N[4], self.edges[2], self.n_words, self.find_names, self.minw, self.maxw, self.maxlen,
                   len(self.items), MAX_NAMES_PER_CAPTION)
-        out = _scan.match(views, inline, addresses, _sizes(data), rows, tables, params)
+        out = _scan.match(views, inline, addresses, sizes, rows, tables, params)
         del data  # the buffers the kernel read, kept alive until here
         dtypes = (np.int64, np.int32, np.int8, np.int64, np.int32, np.int64, np.int32, np.int64, np.int32, np.int64)
         out = [_as_array(b, d) for b, d in zip(out, dtypes)]

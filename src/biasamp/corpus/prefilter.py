@@ -57,6 +57,11 @@ MAX_SCAN_BYTES = 2**31
 class _TooLarge(Exception):
     pass
 
+
+def _check_scannable(buffers: list) -> None:
+    if any(b is not None and b.size > MAX_SCAN_BYTES for b in buffers):
+        raise _TooLarge
+
 _RX_META = set(r"\.+*?()|[]{}^$#&-~")
 
 
@@ -180,21 +185,21 @@ class Prefilter:
         return pats + [c.encode() for c in ASCII_LOWERING]
 
     def _database(self):
-        if self._db is None and kernels.libhs_available():
-            with self._lock:
-                if self._db is None:
-                    self._native = kernels.NativeHyperscan(self._patterns())
-                    self._db = self._native
-            return self._db
+        """The compiled patterns: biasamp's extension where it is linked with the Hyperscan
+        library (`self._native`), else the `hyperscan` package's database."""
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    import hyperscan as hs
+                    if kernels.libhs_available():
+                        self._native = kernels.NativeHyperscan(self._patterns())
+                        self._db = self._native
+                    else:
+                        import hyperscan as hs
 
-                    pats = self._patterns()
-                    db = hs.Database(mode=hs.HS_MODE_BLOCK)
-                    db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[hs.HS_FLAG_CASELESS] * len(pats))
-                    self._db = db
+                        pats = self._patterns()
+                        db = hs.Database(mode=hs.HS_MODE_BLOCK)
+                        db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[hs.HS_FLAG_CASELESS] * len(pats))
+                        self._db = db
         return self._db
 
     def _scratch(self, db):
@@ -229,27 +234,21 @@ class Prefilter:
 
     def _hyperscan_rows(self, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(candidate rows found in the data buffers, rows the regex must still check)."""
-        if pa.types.is_string_view(arr.type) and kernels.available():
-            # the same decisions as below, in native code without the interpreter lock
-            data = arr.buffers()[2:]
-            if any(b is not None and b.size > MAX_SCAN_BYTES for b in data):
-                raise _TooLarge
-            sizes = np.array([b.size if b is not None else 0 for b in data], dtype=np.int64)
-            base = np.concatenate([[0], np.cumsum(sizes)])
-            pos = self._match_ends(data, base)
-            return kernels.rows_with_ends(arr, base, pos)
         n = len(arr)
-        valid = np.asarray(arr.is_valid()) if arr.null_count else None
         if pa.types.is_string_view(arr.type):
             bufs = arr.buffers()
+            data = bufs[2:]
+            _check_scannable(data)
+            sizes = np.array([b.size if b is not None else 0 for b in data], dtype=np.int64)
+            base = np.concatenate([[0], np.cumsum(sizes)])
+            if kernels.available():  # the decisions below, in native code without the interpreter lock
+                return kernels.rows_with_ends(arr, base, self._match_ends(data, base))
+            valid = np.asarray(arr.is_valid()) if arr.null_count else None
             views = np.frombuffer(bufs[1], dtype=np.int32, count=4 * (arr.offset + n)).reshape(-1, 4)[arr.offset:]
             lens = views[:, 0]
             long_ = lens > VIEW_INLINE_BYTES
             if valid is not None:
                 long_ &= valid
-            data = bufs[2:]
-            sizes = np.array([b.size if b is not None else 0 for b in data], dtype=np.int64)
-            base = np.concatenate([[0], np.cumsum(sizes)])
             if long_.all():  # the usual case: no gathers needed
                 rows = None
                 starts = base[views[:, 2]] + views[:, 3]
@@ -260,11 +259,13 @@ class Prefilter:
                 stops = starts + lens[rows]
             short = np.flatnonzero((lens <= VIEW_INLINE_BYTES) & (lens > 0) & (valid if valid is not None else True))
         else:  # string or large_string (`rows` casts anything else)
+            valid = np.asarray(arr.is_valid()) if arr.null_count else None
             odt = np.int64 if pa.types.is_large_string(arr.type) else np.int32
             bufs = arr.buffers()
             offs = np.frombuffer(bufs[1], dtype=odt, count=arr.offset + n + 1)[arr.offset:].astype(np.int64)
             lo, hi = int(offs[0]), int(offs[-1])
             data = [bufs[2].slice(lo, hi - lo) if bufs[2] is not None else None]
+            _check_scannable(data)
             base = np.zeros(1, dtype=np.int64)
             rows = None
             starts, stops = offs[:-1] - lo, offs[1:] - lo
@@ -272,8 +273,6 @@ class Prefilter:
                 rows = np.flatnonzero(valid)
                 starts, stops = starts[rows], stops[rows]
             short = np.empty(0, dtype=np.int64)
-        if any(b is not None and b.size > MAX_SCAN_BYTES for b in data):
-            raise _TooLarge
         pos = self._match_ends(data, base)
         if not len(pos) or not len(starts):
             return np.empty(0, dtype=np.int64), short
@@ -309,7 +308,8 @@ class Prefilter:
             arr = s.to_arrow(compat_level=pl.CompatLevel.newest())
             if isinstance(arr, pa.ChunkedArray):
                 arr = arr.combine_chunks()
-        if self._database() is self._native and self._native is not None:
+        self._database()
+        if self._native is not None:
             found = self._native.rows(arr, MAX_SCAN_BYTES)
             return found if found is not None else self._regex_rows(s)
         try:
