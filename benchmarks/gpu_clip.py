@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     spec = TINY if args.tiny else VIT_L14
     workers = args.decode_workers or os.cpu_count() or 1
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    res: dict = {"device": args.device, "tiny": args.tiny, "workers": workers, "load": os.getloadavg()}
+    res: dict = {"device": args.device, "tiny": args.tiny, "workers": workers, "target": args.target, "load": os.getloadavg()}
     if args.device.startswith("cuda"):
         res["gpu"] = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as tmp:
