@@ -30,7 +30,8 @@ def _table(out):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model, cli_runner, fmt="files"):
+@pytest.mark.parametrize("fmt", ["files", "webdataset"])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model, cli_runner, fmt):
     """A real `biasamp generate` process is killed mid-way; the same command, run again,
     finishes it; the result equals an uninterrupted run, image bytes included."""
     from biasamp.cli import app
@@ -67,7 +68,13 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model, cli_
     for ref_path in a["image"]:
         assert read_image_bytes(ref_path, out) == read_image_bytes(ref_path, ref), ref_path
     assert not list(out.rglob("*.tmp"))
-    assert len(list((out / "images").rglob("*.png"))) == 32
+    if fmt == "files":
+        assert len(list((out / "images").rglob("*.png"))) == 32
+    else:  # every image once, in the shards' tars, none left over from the killed shard
+        import tarfile
+
+        members = [m for t in sorted((out / "images").glob("*.tar")) for m in tarfile.open(t).getnames() if m.endswith(".png")]
+        assert len(members) == 32 and len(set(members)) == 32
 
 
 def test_cli_errors_are_clear(tmp_path, tiny_model, cli_runner):
@@ -94,3 +101,29 @@ def test_cli_captions_and_templates_file(tmp_path, tiny_model, cli_runner):
     g = _table(out)
     assert sorted(zip(g["condition"], g["group"], g["prompt"])) == [("captions-as-prompts", "3", "a nurse"), ("templates", "file-1", "A sketch of a nurse")]
     assert "2 images" in r.output
+
+
+def test_cli_templates_repeated_and_mixed(tmp_path, tiny_model, cli_runner):
+    """--templates takes names (comma-separated) or one text per value; a value mixing both is refused."""
+    from biasamp.cli import app
+
+    base = ["generate", "--model", str(tiny_model), "--occupations", "nurse", "-n", "1", "--steps", "1", "--height", "32", "--width", "32",
+            "--device", "cpu", "-q"]
+    out = tmp_path / "o"
+    r = cli_runner.invoke(app, [*base, "--out", str(out), "--templates", "study", "--templates", "A drawing of {a} {occupation}, in pencil"])
+    assert r.exit_code == 0, r.output
+    assert sorted(_table(out)["prompt"]) == ["A drawing of a nurse, in pencil", "A photo of the face of a nurse"]
+    r = cli_runner.invoke(app, [*base, "--out", str(tmp_path / "m"), "--templates", "study,A drawing of {a} {occupation}"])
+    assert r.exit_code == 2 and "mixes a template name" in r.output
+    r = cli_runner.invoke(app, [*base, "--out", str(tmp_path / "f"), "--templates", "A photo of {a} {occupation!r}"])
+    assert r.exit_code == 2 and "formats a placeholder" in r.output
+
+
+def test_cli_missing_input_files_name_their_option(tmp_path, tiny_model, cli_runner):
+    from biasamp.cli import app
+
+    base = ["generate", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--occupations", "nurse", "--device", "cpu"]
+    r = cli_runner.invoke(app, [*base, "--templates-file", str(tmp_path / "nope.txt")])
+    assert r.exit_code == 2 and "--templates-file" in r.output and "nope.txt" in r.output
+    r = cli_runner.invoke(app, [*base, "--captions", str(tmp_path / "nope.parquet")])
+    assert r.exit_code == 2 and "--captions" in r.output and "nope.parquet" in r.output

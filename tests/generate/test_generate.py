@@ -218,7 +218,71 @@ def test_safety_checker_flags_are_recorded_and_filtered(tmp_path):
     flagged = generate_images(tmp_path / "all", backend=backend, occupations="nurse", templates="face", images_per_prompt=1, **FAST)
     assert flagged["nsfw"].to_list() == [True]
     assert _pixels(flagged["image"][0], tmp_path / "all").max() == 0
+    assert ok["safety_checker"].to_list() == [True, True] and flagged["safety_checker"].to_list() == [True]
+    import biasamp.generate.run as run_module
+
+    loaded = []
+    real_load = run_module._load
+    run_module_load = lambda name, model, **opts: loaded.append(opts) or real_load(name, model, **opts)  # noqa: E731
+    try:
+        run_module._load = run_module_load
+        regenerate_image(ok.row(0, named=True))  # the row says the checker ran: it is loaded again
+        regenerate_image(generate_images(tmp_path / "off2", backend=off, occupations="nurse", templates="face", images_per_prompt=1, **FAST).row(0, named=True))
+    finally:
+        run_module._load = real_load
+    assert [o["safety_checker"] for o in loaded] == [True, False]
     none = generate_images(tmp_path / "u", backend=backend, occupations="nurse", templates="face", until_usable=1, max_attempts=2, accept="not-blank", **FAST)
     assert none.is_empty()
     att = pl.read_parquet(tmp_path / "u" / "attempts" / "*.parquet")
     assert att["nsfw"].to_list() == [True, True] and not att["accepted"].any() and set(att["filter"]) == {"not-blank"}
+
+
+def test_face_filter_for_until_usable(tmp_path, tiny_backend):
+    """`accept="face"`: the study's rule (one face of at least 0.1 of the image), by dlib."""
+    pytest.importorskip("dlib")
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    from biasamp.generate.run import resolve_accept
+
+    face, name = resolve_accept("face")
+    assert name == "face"
+    astronaut = Image.fromarray(skimage_data.astronaut())  # one face, large
+    assert face(astronaut, {"nsfw": None}) is True
+    assert face(astronaut, {"nsfw": True}) is False  # flagged images never count
+    assert face(Image.new("RGB", (512, 512), (128, 128, 128)), {}) is False
+    two = Image.new("RGB", (1024, 512))
+    two.paste(astronaut, (0, 0))
+    two.paste(astronaut, (512, 0))
+    assert face(two, {}) is False  # many faces
+    small = Image.new("RGB", (2048, 2048), (128, 128, 128))
+    small.paste(astronaut.resize((160, 160)), (0, 0))
+    assert face(small, {}) is False  # a face under 0.1 of the image
+    # random tiny-pipeline images hold no face: every attempt is recorded, none accepted
+    none = generate_images(tmp_path / "u", backend=tiny_backend, occupations="nurse", templates="face", until_usable=1, max_attempts=2,
+                           accept="face", **FAST)
+    assert none.is_empty()
+    att = pl.read_parquet(tmp_path / "u" / "attempts" / "*.parquet")
+    assert len(att) == 2 and not att["accepted"].any() and set(att["filter"]) == {"face"}
+
+
+def test_custom_pipeline_code_is_never_run(tmp_path, tiny_model):
+    """A folder whose model_index.json names its own pipeline module is refused, and the
+    module is never imported (no trust_remote_code)."""
+    import json
+    import shutil
+
+    from biasamp.generate import load_backend
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model, folder)
+    marker = tmp_path / "ran"
+    (folder / "pipeline_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\nfrom diffusers import StableDiffusionPipeline\n"
+        "class EvilPipeline(StableDiffusionPipeline):\n    pass\n")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = ["pipeline_evil", "EvilPipeline"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(BiasampError):
+        load_backend("diffusers", str(folder), device="cpu")
+    assert not marker.exists()

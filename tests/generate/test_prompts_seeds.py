@@ -1,5 +1,7 @@
 """Prompt building, truncation, item ids and seeds (no model needed)."""
 
+import re
+
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -129,3 +131,22 @@ def test_seed_derivation():
 
     h = hashlib.sha256("42\x1fA photo of the face of an engineer\x1f0".encode()).digest()
     assert s == int.from_bytes(h[:8], "big") & (2**63 - 1)
+
+
+def test_item_id_slugs_keep_non_ascii_names_apart():
+    from biasamp.generate.prompts import slug
+
+    names = ["médecin", "medecin", "m-decin", "护士", "医生", "Krankenschwester", "TV presenter"]
+    slugs = [slug(n) for n in names]
+    assert len(set(slugs)) == len(names)
+    assert slug("médecin").startswith("medecin-") and slug("TV presenter") == "tv-presenter" and slug("nurse") == "nurse"
+    assert all(re.fullmatch(r"[0-9a-z-]+", s) for s in slugs)  # file-name and webdataset-key safe
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_slug_is_key_safe_and_stable(name):
+    from biasamp.generate.prompts import slug
+
+    s = slug(name)
+    assert re.fullmatch(r"[0-9a-z-]+", s)
+    assert "." not in s and s == slug(name)

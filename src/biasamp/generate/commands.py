@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="Hub id (from the local cache) or folder of a diffusers text-to-image pipeline."),
         out: Path = typer.Option(..., "--out", help="Output folder: images/, generations/ (Parquet), generate.manifest.json."),
         occupations: str = typer.Option(None, "--occupations", help="File with one occupation per line, or a comma-separated list. Default: the bundled list."),
-        templates: str = typer.Option(None, "--templates", help="Template ids, set names (study, prior-work, all) or texts with {a} and {occupation}, comma-separated. Default: 'study' unless --captions is given."),
+        templates: list[str] = typer.Option(None, "--templates", help="Template ids or set names (study, prior-work, all), comma-separated, or one text with {a} and {occupation} (taken whole); repeat the option to combine. Default: 'study' unless --captions is given."),
         templates_file: Path = typer.Option(None, "--templates-file", help="File with one template per line."),
         captions: Path = typer.Option(None, "--captions", help="A selection table; its captions are used as prompts."),
         caption_condition: str = typer.Option("captions-as-prompts", "--caption-condition", help="Selection condition(s) whose captions become prompts (comma-separated)."),
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         image_format: str = typer.Option("files", "--format", help="files (PNG per image) or webdataset (one tar per shard)."),
         until_usable: int = typer.Option(None, "--until-usable", help="Draw per prompt until this many images pass --accept (instead of --images-per-prompt)."),
         max_attempts: int = typer.Option(None, "--max-attempts", help="Cap on attempts per prompt with --until-usable (default 5x)."),
-        accept: str = typer.Option("not-blank", "--accept", help="Filter for --until-usable: a registered name (all, not-blank) or module:function."),
+        accept: str = typer.Option("not-blank", "--accept", help="Filter for --until-usable: a registered name (not-blank, face, all) or module:function. 'face': exactly one face of at least 0.1 of the image (dlib), as the study kept."),
         backend: str = typer.Option("diffusers", "--backend", help="Generator backend."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet (GPU; slow first batch)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
@@ -46,9 +46,15 @@ def register(app: typer.Typer) -> None:
         from biasamp.generate import generate_images
         from biasamp.vocab.prompts import load_templates_file, resolve_templates
 
+        from biasamp.errors import BiasampError
+
+        if templates_file is not None and not Path(templates_file).is_file():
+            raise BiasampError(f"--templates-file {templates_file}: no such file", hint="give a UTF-8 text file with one template per line, e.g. 'A photo of {a} {occupation}'")
+        if captions is not None and not any(c in str(captions) for c in "*?[") and not Path(captions).exists():
+            raise BiasampError(f"--captions {captions}: no such file", hint="give the selection.parquet written by `biasamp select`")
         tpl = None
-        if templates is not None:
-            tpl = resolve_templates(templates)
+        if templates:
+            tpl = resolve_templates(list(templates))
         if templates_file is not None:
             tpl = (tpl or []) + load_templates_file(str(templates_file))
         options = {"compile": True} if compile else {}

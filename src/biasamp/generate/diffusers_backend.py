@@ -175,6 +175,7 @@ class DiffusersGenerator:
             "dtype": self.dtype,
             "device": self.device,
             "pipeline": type(self.pipe).__name__,
+            "safety_checker": self.safety_checker,
         }
 
     def default_size(self) -> tuple[int, int]:

@@ -8,7 +8,9 @@ encoder's token limit at a word boundary and says whether it did.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -201,9 +203,17 @@ def fit_to_tokens(text: str, count: Callable[[str], int], limit: int | None) -> 
 
 
 def slug(text: str) -> str:
-    """Lower-case, file-name-safe, dot-free form of a name (for item ids)."""
-    s = re.sub(r"[^0-9a-z-]+", "-", text.lower()).strip("-")
-    return s or "x"
+    """Lower-case, file-name-safe, dot-free ASCII form of a name (for item ids).
+
+    Accents are dropped ("médecin" -> "medecin"); a name with any non-ASCII character also
+    gets a short hash of the whole name, so that names differing only there ("médecin",
+    "medecin", "护士", "医生") never share an id.
+    """
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    s = re.sub(r"[^0-9a-z-]+", "-", folded.lower()).strip("-") or "x"
+    if not text.isascii():
+        s += "-" + hashlib.blake2s(text.encode(), digest_size=4).hexdigest()
+    return s
 
 
 def item_ids(conditions: Iterable[str], occupations: Iterable[str], groups: Iterable[str], indices: Iterable[int]) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "device": pl.Utf8,
     "backend": pl.Utf8,
     "nsfw": pl.Boolean,
+    "safety_checker": pl.Boolean,
     "shard": pl.Utf8,
     "batch_size": pl.Int64,
 }
@@ -85,8 +87,30 @@ def _accept_not_blank(image, row, *, min_std: float = 2.0) -> bool:
     return row.get("nsfw") is not True and float(np.asarray(image, dtype=np.float32).std()) >= min_std
 
 
+class _AcceptOneFace:
+    """the study's face filter: not flagged, and exactly one face of at least 0.1 of the image in height and width (dlib)"""
+
+    def __init__(self, detector: str = "dlib", min_face: float = 0.1):
+        self.detector_name, self.min_face = detector, min_face
+        self._detector = None
+        self._lock = threading.Lock()
+
+    def __call__(self, image, row) -> bool:
+        from biasamp.classify.faces import face_filter, make_face_detector
+
+        if row.get("nsfw") is True:
+            return False
+        with self._lock:  # one detector, built on first use (dlib is an optional dependency)
+            if self._detector is None:
+                self._detector = make_face_detector(self.detector_name)
+        arr = np.asarray(image.convert("RGB"))
+        status, _ = face_filter(self._detector.detect(arr), arr.shape[1], arr.shape[0], min_face=self.min_face)
+        return status == "ok"
+
+
 ACCEPT_FILTERS.register("all", _accept_all)
 ACCEPT_FILTERS.register("not-blank", _accept_not_blank)
+ACCEPT_FILTERS.register("face", _AcceptOneFace())
 
 
 def resolve_accept(spec: str | Callable | None) -> tuple[Callable, str]:
@@ -222,6 +246,7 @@ def _rows_for(prompts: pl.DataFrame, indices: list[list[int]], ctx: dict) -> pl.
             "device": [ctx["device"]] * n,
             "backend": [ctx["backend"]] * n,
             "nsfw": [None] * n,
+            "safety_checker": [ctx["safety_checker"]] * n,
             "shard": [None] * n,
             "batch_size": [ctx["batch_size"]] * n,
         },
@@ -363,7 +388,7 @@ def generate_images(
     params = dict(
         model=str(model), revision=revision, backend=info["backend"] if loaded else backend, scheduler=scheduler,
         dtype=info["dtype"] if loaded else dtype, device=info["device"] if loaded else device,
-        safety_checker=bool(safety_checker), images_per_prompt=int(images_per_prompt), seed=int(seed), steps=int(steps),
+        safety_checker=bool(info.get("safety_checker", safety_checker)) if loaded else bool(safety_checker), images_per_prompt=int(images_per_prompt), seed=int(seed), steps=int(steps),
         guidance=float(guidance), height=height, width=width, negative_prompt=negative_prompt, batch_size=int(batch_size),
         shard_size=int(shard_size), image_format=image_format, until_usable=until_usable, max_attempts=max_attempts if until else None,
         accept=accept_name if until else None, backend_options=backend_options or {},
@@ -402,6 +427,7 @@ def generate_images(
             base_seed=int(seed), model=str(model), revision=revision, scheduler=info.get("scheduler"), steps=int(steps),
             guidance=float(guidance), width=int(width), height=int(height), negative_prompt=negative_prompt or None,
             dtype=info.get("dtype"), device=info.get("device"), backend=info.get("backend"), batch_size=int(batch_size),
+            safety_checker=bool(info.get("safety_checker", safety_checker)),  # a loaded backend knows its own
         )
         fitted = _prepare_prompts(prompts, backend)
         write_manifest(out, "generate", params, {"fingerprint": fingerprint, "n_prompts": n_prompts, "n_shards": len(shards), "resolved": {**info, "height": height, "width": width}})
@@ -521,14 +547,15 @@ def _run_until_shard(backend, fitted, members, sid, out, ctx, gens, attempts_out
 def regenerate_image(row: dict, backend=None, **backend_options):
     """Draw the image of one `generations` row again, alone (batch of one); a PIL image.
 
-    Loads the row's model with its revision, scheduler, dtype and device unless a loaded
-    `backend` is given. Equal to the stored image up to the rounding of batched
+    Loads the row's model with its revision, scheduler, dtype, device and safety-checker
+    setting unless a loaded `backend` is given (a flagged image comes back flagged). Equal to the stored image up to the rounding of batched
     arithmetic (bit-identical when the row was drawn in a batch of one on the same device).
     """
     from PIL import Image
 
     if backend is None:
-        opts = dict(revision=row.get("revision"), dtype=row.get("dtype") or "auto", device=row.get("device") or "auto", scheduler=row.get("scheduler"))
+        opts = dict(revision=row.get("revision"), dtype=row.get("dtype") or "auto", device=row.get("device") or "auto", scheduler=row.get("scheduler"),
+                    safety_checker=bool(row.get("safety_checker")))
         opts.update(backend_options)
         backend = _load(row.get("backend") or "diffusers", row["model"], **opts)
     images, _ = backend.generate(
