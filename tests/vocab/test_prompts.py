@@ -99,3 +99,10 @@ def test_template_values_names_and_texts():
 def test_formatted_placeholders_are_refused(text):
     with pytest.raises(BiasampError, match="formats a placeholder"):
         check_template(text)
+
+
+def test_stable_bias_prompt_word_for_word():
+    """`portrait` chooses the article by sound; `portrait-verbatim` is Stable Bias's prompt as written."""
+    assert resolve_templates("portrait")[0].render("engineer") == "Photo portrait of an engineer"
+    assert resolve_templates("portrait-verbatim")[0].render("engineer") == "Photo portrait of a engineer"
+    assert "portrait-verbatim" not in [t.id for t in resolve_templates("all")]
