@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 from PIL import Image
 
@@ -126,13 +127,48 @@ def test_human_vote_mapping_majority_and_ties(tmp_path):
     assert pf["a"] == pytest.approx(2 / 3) and pf["c"] is None
 
 
-def test_human_bad_label_names_the_file_and_row(tmp_path):
+def test_human_bad_label_names_the_file_column_and_line(tmp_path):
+    # "woman" is on line 3 of the file (the header is line 1)
     (tmp_path / "a.csv").write_text("item_id,label,annotator\nx,female,a\ny,woman,b\n")
-    with pytest.raises(BiasampError, match=r"a\.csv.*woman.*row 1"):
+    with pytest.raises(BiasampError, match=r"a\.csv, column 'label': unknown label 'woman' at line 3 \(data row 2\)"):
         read_annotations([tmp_path / "a.csv"])
+    # a quoted line break and a blank line before the bad row: still the line an editor shows
+    (tmp_path / "q.csv").write_text('item_id,label,annotator\n"x\ny",female,a\n\nz,,b\n')
+    with pytest.raises(BiasampError, match=r"column 'label': empty label at line 5 "):
+        read_annotations([tmp_path / "q.csv"])
+    (tmp_path / "j.jsonl").write_text('{"item_id": "x", "label": "female", "annotator": "a"}\n\n'
+                                      '{"item_id": "y", "label": "women", "annotator": "a"}\n')
+    with pytest.raises(BiasampError, match=r"j\.jsonl, column 'label': unknown label 'women' at line 3"):
+        read_annotations([tmp_path / "j.jsonl"])
+    (tmp_path / "e.tsv").write_text("item\tlabel\tannotator\nx\tfemale\ta\n\tmale\tb\n")
+    with pytest.raises(BiasampError, match=r"e\.tsv, column 'item': empty item id at line 3"):
+        read_annotations([tmp_path / "e.tsv"])
     (tmp_path / "b.csv").write_text("item,label\nx,female\n")
-    with pytest.raises(BiasampError, match="missing column"):
+    with pytest.raises(BiasampError, match="missing column.*annotator"):
         read_annotations([tmp_path / "b.csv"])
+
+
+def test_human_item_alias_blank_lines_and_spaces(tmp_path):
+    """The spec's column name `item` works like `item_id`; blank lines and padded labels are fine."""
+    (tmp_path / "a.csv").write_text("item,label,annotator\nx, Female ,a\n\ny,male,a\n\n")
+    ann = read_annotations(tmp_path / "a.csv")
+    assert ann.rows() == [("x", "female", "a"), ("y", "male", "a")]
+    (tmp_path / "b.csv").write_text("item_id,item,label,annotator\nx,ignored,female,a\n")
+    assert read_annotations(tmp_path / "b.csv")["item_id"].to_list() == ["x"]  # item_id wins when both are there
+
+
+def test_human_missing_file_names_the_option_and_path(tmp_path, cli_runner):
+    from biasamp.cli import app
+
+    with pytest.raises(BiasampError, match=r"--annotations: file not found: .*nope\.csv"):
+        read_annotations([tmp_path / "nope.csv"])
+    with pytest.raises(BiasampError, match=r"--annotations: not a file"):
+        read_annotations([tmp_path])
+    lab = tmp_path / "labels.parquet"
+    pl.DataFrame({"item_id": ["x"], "label": ["male"]}).write_parquet(lab)
+    r = cli_runner.invoke(app, ["validate", str(lab), "--annotations", str(tmp_path / "nope.csv"),
+                                "--out", str(tmp_path / "v")])
+    assert r.exit_code == 2 and "--annotations" in r.output and "nope.csv" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("flag", [True, False])

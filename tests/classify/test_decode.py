@@ -86,6 +86,10 @@ def test_truncated_corrupt_empty_and_missing_are_errors(tmp_path, grace_hopper_p
     assert not e.ok and "empty" in e.reason
     m = decode_image(tmp_path / "nope.jpg")
     assert not m.ok and "not found" in m.reason
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for src in (tmp_path / "empty.jpg", str(tmp_path / "empty.jpg")):  # a path says what bytes say
+        ep = decode_image(src)
+        assert not ep.ok and ep.reason == e.reason == "empty file (0 bytes)"
 
 
 def _png_header_only(w: int, h: int) -> bytes:

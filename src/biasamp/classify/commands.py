@@ -13,8 +13,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("classify")
     def classify_cmd(
-        images: list[Path] = typer.Argument(..., help="Image folders, .tar shards, img2dataset folders, or tables "
-                                            "(.parquet/.csv/.jsonl) with item_id and image columns."),
+        images: list[Path] = typer.Argument(..., help="Image folders, .tar shards, img2dataset folders, biasamp "
+                                            "generate run folders, or tables (.parquet/.csv/.jsonl) with item_id "
+                                            "and image columns."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (labels/, embeddings/, manifest)."),
         classifier: str = typer.Option("dlib-onnx", help="clip | dlib-onnx | linear-probe | human."),
         face_detector: str = typer.Option("dlib", help="dlib | mediapipe | none."),
@@ -25,7 +26,8 @@ def register(app: typer.Typer) -> None:
         region: str = typer.Option("image", help="CLIP input: the whole image (the study's) or the face box."),
         probe: Path = typer.Option(None, help="Linear probe file (linear-probe)."),
         annotations: list[Path] = typer.Option(None, "--annotations", help="Human annotations CSV/JSONL (human)."),
-        source: str = typer.Option(None, help="train | gen (default: gen for tables, train for img2dataset)."),
+        source: str = typer.Option(None, help="train | gen (default: gen for tables and generate runs, train for "
+                                   "img2dataset)."),
         min_face: float = typer.Option(0.1, help="Smallest face box, as a share of image height and width."),
         low: float = typer.Option(0.1, help="P(female) at or below this → male."),
         high: float = typer.Option(0.9, help="P(female) at or above this → female."),
@@ -38,6 +40,8 @@ def register(app: typer.Typer) -> None:
         detect_threshold: float = typer.Option(0.3, help="dlib: detection score threshold (dlib's own default is 0)."),
         batch_size: int = typer.Option(32, help="Images per classifier batch."),
         workers: int = typer.Option(None, help="Decode/detect threads (default: CPU count; 0 = inline)."),
+        max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels as decompression bombs "
+                                       "(face_status error), before their pixels are read."),
         shard_size: int = typer.Option(1000, help="Images per output shard (folders and tables)."),
         device: str = typer.Option("auto", help="auto | cpu | cuda[:N] for CLIP and the safety checker."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
@@ -66,7 +70,7 @@ def register(app: typer.Typer) -> None:
         df = classify_images(
             images, out, classifier=classifier, face_detector=face_detector, source=source, min_face=min_face,
             low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings, embed_model=embed_model,
-            batch_size=batch_size, workers=workers, shard_size=shard_size, device=device,
+            batch_size=batch_size, workers=workers, shard_size=shard_size, max_pixels=max_pixels, device=device,
             classifier_options=copts, detector_options=dopts, show_progress=not quiet,
         )
         if not quiet and len(df):
@@ -78,7 +82,7 @@ def register(app: typer.Typer) -> None:
         labelled: list[Path] = typer.Argument(..., help="Labels tables or classify output folders with a "
                                               "'reference' column (or joined with --annotations)."),
         out: Path = typer.Option(..., "--out", "-o", help="Folder for validation.json, validation.parquet, labelled.parquet."),
-        annotations: list[Path] = typer.Option(None, "--annotations", help="Human annotations (item_id, label, annotator)."),
+        annotations: list[Path] = typer.Option(None, "--annotations", help="Human annotations (item_id or item, label, annotator)."),
         reference_column: str = typer.Option("reference", help="Column holding the true label."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
@@ -100,20 +104,31 @@ def register(app: typer.Typer) -> None:
     def similarity_cmd(
         inputs: list[Path] = typer.Argument(..., help="Classify output folders written with --embeddings."),
         out: Path = typer.Option(None, "--out", "-o", help="Write the table to this Parquet file."),
-        by: str = typer.Option("occupation,condition", help="Group columns, comma-separated."),
+        by: str = typer.Option("occupation,condition", help="Group columns, comma-separated (with condition, "
+                               "generated images are paired with training conditions; see --pair)."),
         n_boot: int = typer.Option(1000, help="Bootstrap replicates (0 = no CI)."),
         ci: float = typer.Option(0.95, help="Confidence level."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
         faces_only: bool = typer.Option(False, "--faces-only", help="Only images that passed the face filter."),
+        pair: list[str] = typer.Option(None, "--pair", help="TRAIN=GEN: compare this training condition with this "
+                                       "generated one (repeatable; replaces the study's pairing)."),
+        template_condition: str = typer.Option("templates", help="Condition of the images drawn from templates "
+                                               "(compared with every template-prompted training condition)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Mean pairwise cosine similarity of training vs generated image embeddings."""
         from biasamp.classify import image_similarity
+        from biasamp.errors import BiasampError
         from biasamp.store import atomic_write_parquet
         from biasamp.ui import print_table
 
+        pairs = [tuple(x.strip() for x in p.split("=", 1)) for p in pair or []]
+        bad = [p for p, t in zip(pair or [], pairs) if len(t) != 2 or not all(t)]
+        if bad:
+            raise BiasampError(f"--pair {bad[0]!r} is not TRAIN=GEN", hint="e.g. --pair nearest=templates")
         df = image_similarity(inputs, by=tuple(b.strip() for b in by.split(",") if b.strip()), n_boot=n_boot,
-                              ci=ci, seed=seed, statuses=("ok",) if faces_only else None)
+                              ci=ci, seed=seed, statuses=("ok",) if faces_only else None, pairs=pairs or None,
+                              template_condition=template_condition)
         if out:
             atomic_write_parquet(df, out)
         if not quiet:

@@ -77,7 +77,7 @@ def decode_image(
     """
     try:
         src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else str(data)
-        if isinstance(src, io.BytesIO) and len(data) == 0:
+        if (len(data) if isinstance(src, io.BytesIO) else Path(src).stat().st_size) == 0:  # bytes or path: one reason
             return Decoded(None, reason="empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -1,4 +1,4 @@
-"""Human annotations: read CSV/JSONL (`item_id, label, annotator`), majority vote.
+"""Human annotations: read CSV/JSONL (`item_id` or `item`, `label`, `annotator`), majority vote.
 
 Annotation labels map onto the labels table: female → female, male → male,
 unsure → ambiguous, no_person → no_face, several_people → many_faces. Each annotator
@@ -24,11 +24,45 @@ HUMAN_LABELS = {
 FACE_STATUS_OF = {"no_face": "no_face", "many_faces": "many_faces"}
 
 
+def _where(path: str, row: int) -> str:
+    """Where data row `row` (0-based, as read) is in the file: the line an editor shows for
+    CSV/TSV/JSONL (quoted line breaks and blank lines counted), else the 1-based data row."""
+    import csv
+
+    try:
+        if path.endswith((".csv", ".tsv")):
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                r = csv.reader(f, delimiter="\t" if path.endswith(".tsv") else ",")
+                next(r)  # the header
+                start = r.line_num + 1
+                for k, _ in enumerate(r):
+                    if k == row:
+                        return f"line {start} (data row {row + 1})"
+                    start = r.line_num + 1
+        elif path.endswith((".jsonl", ".ndjson", ".json")):
+            with open(path, encoding="utf-8") as f:
+                k = -1
+                for n, line in enumerate(f, 1):
+                    k += bool(line.strip())  # polars skips blank lines
+                    if line.strip() and k == row:
+                        return f"line {n} (data row {row + 1})"
+    except (OSError, UnicodeDecodeError, StopIteration, csv.Error):
+        pass
+    return f"data row {row + 1}"
+
+
 def read_annotations(paths) -> pl.DataFrame:
-    """Read one or more annotation files into (item_id, label, annotator), checked."""
+    """Read one or more annotation files into (item_id, label, annotator), checked.
+
+    `item` is accepted for `item_id` (the column name annotation tools often use); blank
+    lines of a CSV are skipped."""
     frames = []
     for p in [paths] if isinstance(paths, (str, Path)) else paths:
         p = str(p)
+        if not Path(p).is_file():
+            raise BiasampError(f"--annotations: {'not a file' if Path(p).exists() else 'file not found'}: {p}",
+                               hint="give annotation files (.csv, .tsv, .jsonl or .parquet with columns item_id or item, "
+                               "label, annotator)")
         try:
             if p.endswith((".jsonl", ".ndjson", ".json")):
                 df = pl.read_ndjson(p, infer_schema_length=None)
@@ -40,30 +74,34 @@ def read_annotations(paths) -> pl.DataFrame:
                 raise BiasampError(f"annotations file {p}: unknown format", hint="use .csv, .tsv, .jsonl or .parquet")
         except BiasampError:
             raise
-        except FileNotFoundError:
-            raise BiasampError(f"annotations file not found: {p}") from None
         except Exception as e:
             raise BiasampError(f"cannot read annotations file {p}: {type(e).__name__}: {e}") from None
-        missing = [c for c in ("item_id", "label", "annotator") if c not in df.columns]
+        id_col = "item_id" if "item_id" in df.columns or "item" not in df.columns else "item"
+        missing = [c for c in (id_col, "label", "annotator") if c not in df.columns]
         if missing:
             raise BiasampError(
                 f"annotations file {p} is missing column(s) {', '.join(missing)}; found {', '.join(df.columns)}",
-                hint="annotations need columns item_id, label, annotator",
+                hint="annotations need columns item_id (or item), label, annotator",
             )
         df = df.select(
-            pl.col("item_id").cast(pl.Utf8),
+            pl.col(id_col).cast(pl.Utf8).alias("item_id"),
             pl.col("label").cast(pl.Utf8).str.strip_chars().str.to_lowercase(),
             pl.col("annotator").cast(pl.Utf8),
         ).with_row_index("_row")
+        df = df.filter(pl.any_horizontal(pl.col("item_id", "label", "annotator").is_not_null()))  # blank lines
         bad = df.filter(pl.col("label").is_null() | ~pl.col("label").is_in(list(HUMAN_LABELS)))
         if len(bad):
+            first = bad["label"][0]
+            unknown = sorted(set(bad["label"].drop_nulls().to_list()))
+            more = f" ({len(bad)} rows; unknown labels: {unknown[:10]})" if len(bad) > 1 else ""
             raise BiasampError(
-                f"annotations file {p}: unknown label(s) {sorted(set(bad['label'].drop_nulls().head(10).to_list()))} "
-                f"or empty labels (first at row {bad['_row'][0]})",
+                f"annotations file {p}, column 'label': {'empty label' if first is None else f'unknown label {first!r}'} "
+                f"at {_where(p, bad['_row'][0])}{more}",
                 hint=f"allowed labels: {', '.join(HUMAN_LABELS)}",
             )
         if df["item_id"].null_count():
-            raise BiasampError(f"annotations file {p}: empty item_id at row {df.filter(pl.col('item_id').is_null())['_row'][0]}")
+            raise BiasampError(f"annotations file {p}, column {id_col!r}: empty item id at "
+                               f"{_where(p, df.filter(pl.col('item_id').is_null())['_row'][0])}")
         frames.append(df.drop("_row").with_columns(pl.col("annotator").fill_null("?")))
     if not frames:
         raise BiasampError("no annotations files given")

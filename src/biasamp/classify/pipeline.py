@@ -63,8 +63,7 @@ class Labeler:
                  embeddings: bool = False, embed_model: str | None = None, workers: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, decode_max_side: int | None = 2048, device: str = "auto",
                  classifier_options: dict | None = None, detector_options: dict | None = None):
-        if not 0.0 <= min_face <= 1.0:
-            raise BiasampError(f"min_face must be between 0 and 1, got {min_face}")
+        _check_numbers(min_face=min_face, workers=workers, max_pixels=max_pixels)
         abstain([0.5], low, high)  # validates the thresholds
         self.low, self.high, self.min_face = low, high, min_face
         self.max_pixels, self.decode_max_side = max_pixels, decode_max_side
@@ -273,6 +272,62 @@ class Labeler:
             self._pool = None
 
 
+def _check_numbers(*, min_face: float, workers: int | None, max_pixels: int) -> None:
+    if not 0.0 <= min_face <= 1.0:
+        raise BiasampError(f"min_face must be between 0 and 1, got {min_face}")
+    if workers is not None and workers < 0:  # not "inline" by accident
+        raise BiasampError(f"workers must be 0 (decode inline) or more, got {workers}",
+                           hint="leave it out to use one thread per CPU")
+    if max_pixels < 1:
+        raise BiasampError(f"max_pixels must be at least 1, got {max_pixels}",
+                           hint=f"the default, {DEFAULT_MAX_PIXELS}, refuses only decompression bombs")
+
+
+#: Settings that change how fast labels are made, not the labels: a run may resume with others.
+SPEED_SETTINGS = ("batch_size",)
+MANIFEST = "classify.manifest.json"
+
+
+def _fingerprint(params: dict) -> str:
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in params.items() if k not in SPEED_SETTINGS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 120 else r[:117] + "..."
+
+
+def _check_resume(out: Path, params: dict, fingerprint: str) -> None:
+    """Refuse to resume `out` with other settings: its finished shards would be kept as they
+    are, beside shards labelled the new way, under a manifest claiming the new settings."""
+    import json
+
+    done = sorted((out / "labels").glob("part-*.parquet"))
+    path = out / MANIFEST
+    if not done or not path.exists():  # nothing to mix, or labels committed by an engine's driver first
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise BiasampError(f"{path} is unreadable",
+                           hint=f"pick a new --out folder, or delete {out} to start again") from None
+    if old.get("fingerprint") == fingerprint:
+        return
+    before = old.get("params", {})
+    changed = [f"{k}: {_short(before.get(k))} → {_short(params.get(k))}" for k in sorted(set(before) | set(params))
+               if k not in SPEED_SETTINGS and before.get(k) != params.get(k)]
+    raise BiasampError(
+        f"{out} holds {len(done)} labels shard(s) made with other settings; resuming would mix them "
+        f"(changed: {'; '.join(changed) or 'settings recorded by an older biasamp'})",
+        hint=f"pick a new --out folder, or delete {out} to start again; resuming needs the same inputs and "
+             "settings (only --batch-size, --workers and --device may change)",
+    )
+
+
 def _frame(rows: list[dict]) -> pl.DataFrame:
     df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     casts = [pl.col(c).cast(t) for c, t in LABEL_COLUMNS.items() if c in df.columns]
@@ -316,8 +371,12 @@ def classify_images(
     show_progress: bool = True,
 ) -> pl.DataFrame:
     """Label every image of `inputs` (folders, .tar shards, tables of images, img2dataset
-    folders); write `out/labels/part-*.parquet` (+ `out/embeddings/`) shard by shard and
-    return the whole labels table. Shards already written are skipped (resume).
+    folders, `biasamp generate` run folders); write `out/labels/part-*.parquet` (+
+    `out/embeddings/`) shard by shard and return the whole labels table. Shards already
+    written are skipped (resume) when the inputs and settings are those that wrote them
+    (`classify.manifest.json` holds their fingerprint); other settings are refused, since
+    the finished shards would be kept as they are. Only batch_size, workers and device may
+    change between runs.
 
     classifier: clip | dlib-onnx | linear-probe | human. face_detector: dlib | mediapipe |
     none. min_face: smallest face box as a share of image height and width. low/high:
@@ -337,8 +396,24 @@ def classify_images(
         raise BiasampError(f"unknown source {source!r}", hint=f"use one of {', '.join(SOURCES)}")
     if batch_size < 1 or shard_size < 1:
         raise BiasampError("batch_size and shard_size must be at least 1")
+    _check_numbers(min_face=min_face, workers=workers, max_pixels=max_pixels)
     out = Path(out)
-    shards, notes = discover(inputs, shard_size=shard_size, source=source, passthrough=passthrough)
+    input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    # everything that decides which rows a shard holds, and what is in them (batch_size: speed only)
+    params = {
+        "inputs": [str(Path(p).resolve()) for p in input_list], "source": source, "passthrough": list(passthrough),
+        "classifier": classifier, "face_detector": face_detector, "min_face": float(min_face), "low": float(low),
+        "high": float(high), "nsfw": nsfw, "nsfw_model": nsfw_model if nsfw else None, "embeddings": embeddings,
+        "embed_model": embed_model, "batch_size": batch_size, "shard_size": shard_size, "max_pixels": max_pixels,
+        "decode_max_side": decode_max_side,
+        "classifier_options": {k: str(v) for k, v in (classifier_options or {}).items()},
+        "detector_options": detector_options or {},
+    }
+    fingerprint = _fingerprint(params)
+    _check_resume(out, params, fingerprint)
+    shards, notes = discover(input_list, shard_size=shard_size, source=source, passthrough=passthrough)
+    # written before the first shard, so that a run killed half-way is checked when resumed
+    write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
     store = ShardedOutput(out / "labels")
     store.clean_temporaries()
     todo = [s for s in shards if not store.is_done(s.shard_id)]
@@ -387,21 +462,9 @@ def classify_images(
         finally:
             labeler.close()
     result = read_labels(out)
-    n_dup = int(result["item_id"].is_duplicated().sum()) if len(result) else 0
-    if n_dup:
-        from biasamp.ui import err_console
-
-        err_console.print(f"[yellow]warning:[/] {n_dup} rows of {out / 'labels'} share an item_id with another row "
-                          "(the same image id in two inputs?); measure joins on item_id")
-    write_manifest(out, "classify", {
-        "inputs": [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)],
-        "classifier": classifier, "face_detector": face_detector, "min_face": min_face, "low": low, "high": high,
-        "nsfw": nsfw, "nsfw_model": nsfw_model if nsfw else None, "embeddings": embeddings, "embed_model": embed_model,
-        "batch_size": batch_size, "shard_size": shard_size, "max_pixels": max_pixels,
-        "classifier_options": {k: str(v) for k, v in (classifier_options or {}).items()},
-        "detector_options": detector_options or {},
-    }, extra={"shards": len(shards), "shards_run": len(todo), "images_run": n_done,
-              "seconds": round(time.perf_counter() - t0, 3), "duplicate_item_id_rows": n_dup, **notes})
+    write_manifest(out, "classify", params, extra={
+        "fingerprint": fingerprint, "shards": len(shards), "shards_run": len(todo), "images_run": n_done,
+        "seconds": round(time.perf_counter() - t0, 3), **notes})
     return result
 
 

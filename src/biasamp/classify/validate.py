@@ -1,9 +1,10 @@
 """Validation of a classifier against reference labels (human or another backend).
 
-Input: labels tables with a `label` (predicted) and a `reference` (true: female|male)
-column, or labels plus human annotations joined on item_id. Output: accuracy, the
-confusion matrix, sensitivity and specificity per class with Wilson intervals, and Cohen's
-kappa (with humans, and between backends). The labelled table (`item_id, label,
+Input: labels tables with a `label` (predicted) and a `reference` (true: female|male,
+compared stripped and lower-cased) column, or labels plus human annotations joined on
+item_id; a table with no female/male reference is an error, other reference values a
+warning. Output: accuracy, the confusion matrix, sensitivity and specificity per class
+with Wilson intervals, and Cohen's kappa (with humans, and between backends). The labelled table (`item_id, label,
 reference`) is what the measure stage's `--validation` reads to correct shares for
 classifier error.
 """
@@ -123,6 +124,38 @@ def _metrics(df: pl.DataFrame, name: str) -> tuple[dict, list[dict]]:
     return summary, rows
 
 
+def _check_reference(raw: pl.Series, where, column: str, overlap: tuple | None) -> dict:
+    """Refuse a table with nothing to validate against (no female/male reference), and warn
+    about reference values that count as unlabelled, so that neither passes silently.
+    raw: the reference values as given (compared stripped and lower-cased); overlap, with
+    annotations: (item_ids joined, item_ids in the table, annotated items, examples of each).
+    Returns {value: rows} of the values that count as unlabelled."""
+    raw = raw.cast(pl.Utf8)
+    ok = raw.str.strip_chars().str.to_lowercase().is_in(list(CONFIDENT)).fill_null(False)
+    other = raw.filter(~ok).value_counts(sort=True)
+    listed = ", ".join(f"{'empty' if v is None else repr(v)} ×{n}" for v, n in other.head(10).iter_rows())
+    listed += ", …" if len(other) > 10 else ""
+    if not ok.any():
+        if overlap is not None:
+            raise BiasampError(
+                f"{where}: nothing to validate against: {overlap[0]} of its {overlap[1]} item_ids are among the "
+                f"{overlap[2]} annotated items, and none of them has a female or male majority label"
+                + (f" (their labels: {listed})" if len(raw) else f" (e.g. {overlap[3]!r} vs {overlap[4]!r})"),
+                hint="annotations join the labels on item_id: check that both name the images the same way "
+                "(e.g. file names with their extension)")
+        raise BiasampError(
+            f"{where}: nothing to validate against: no row has reference female or male in column {column!r}"
+            f" (values found: {listed or 'none, the table is empty'})",
+            hint="the reference must be 'female' or 'male' (case and surrounding spaces do not matter)")
+    if len(other):
+        from biasamp.ui import err_console
+
+        err_console.print(f"[yellow]warning:[/] {where}: {int(other['count'].sum())} of {len(raw)} rows have a reference "
+                          f"that is neither female nor male ({listed}); they count as not reference-labelled",
+                          highlight=False, soft_wrap=True)
+    return {"empty" if v is None else v: int(n) for v, n in other.iter_rows()}
+
+
 def validate_labels(labelled, *, annotations=None, reference_column: str = "reference", names=None,
                     out: str | Path | None = None) -> dict:
     """Validate labels against reference labels.
@@ -145,16 +178,19 @@ def validate_labels(labelled, *, annotations=None, reference_column: str = "refe
         from .human import read_annotations, vote
 
         human = vote(read_annotations(annotations if isinstance(annotations, (list, tuple)) else [annotations]))
-    frames = []
+    frames, ignored = [], {}
     for i, t in enumerate(tables):
         df = _read(t)
         where = t if not isinstance(t, pl.DataFrame) else f"table {i}"
         if "label" not in df.columns or "item_id" not in df.columns:
             raise BiasampError(f"{where} has no 'label'/'item_id' column", hint="pass labels tables written by classify")
         df = df.with_columns(pl.col("item_id").cast(pl.Utf8))
+        overlap = None
         if human is not None:
+            n_labels, ids = len(df), df["item_id"].head(3).to_list()
             df = df.drop([c for c in ("reference",) if c in df.columns]).join(
                 human.select("item_id", pl.col("label").alias("reference")), on="item_id", how="inner")
+            overlap = (len(df), n_labels, len(human), ids[:3], human["item_id"].head(3).to_list())
         elif reference_column not in df.columns:
             raise BiasampError(f"{where} has no {reference_column!r} column",
                                hint="add the true labels as a 'reference' column (female|male), or pass --annotations")
@@ -163,11 +199,13 @@ def validate_labels(labelled, *, annotations=None, reference_column: str = "refe
         name = (names[i] if names else None) or (df["backend"].drop_nulls()[0] if "backend" in df.columns and df["backend"].drop_nulls().len() else f"table{i}")
         if any(f[0] == name for f in frames):
             name = f"{name}#{i}"
-        frames.append((name, df.with_columns(pl.col("reference").cast(pl.Utf8).str.to_lowercase())))
+        ignored[name] = _check_reference(df["reference"], where, reference_column, overlap)
+        df = df.with_columns(pl.col("reference").cast(pl.Utf8).str.strip_chars().str.to_lowercase())
+        frames.append((name, df))
     summaries, rows = {}, []
     for name, df in frames:
         s, r = _metrics(df, name)
-        summaries[name] = s
+        summaries[name] = {**s, "reference_ignored": ignored[name]}
         rows += r
     between = []
     for a in range(len(frames)):

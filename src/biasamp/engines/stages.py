@@ -375,12 +375,9 @@ def _generate_shards(eng, pool, out, a, todo, fitted, info, dh, dw, params, fing
     model = str(a["model"])
     ipp, batch_size = int(a["images_per_prompt"]), int(a["batch_size"])
     height, width = a["height"] or dh, a["width"] or dw
-    ctx = dict(
-        base_seed=int(a["seed"]), model=str(model), revision=a["revision"], scheduler=info.get("scheduler"),
-        steps=int(a["steps"]), guidance=float(a["guidance"]), width=int(width), height=int(height),
-        negative_prompt=a["negative_prompt"] or None, dtype=info.get("dtype"), device=info.get("device"),
-        backend=info.get("backend"), batch_size=batch_size,
-    )
+    ctx = g.row_context(info, seed=a["seed"], model=model, revision=a["revision"], steps=a["steps"], guidance=a["guidance"],
+                        width=width, height=height, negative_prompt=a["negative_prompt"], batch_size=batch_size,
+                        safety_checker=a["safety_checker"])
     write_manifest(out, "generate", params, {"fingerprint": fingerprint, "n_prompts": len(prompts), "n_shards": len(shards),
                                              "resolved": {**info, "height": height, "width": width}})
     jobs = [("shard", g._shard_id(k), g._plan_rows(fitted, [divmod(j, ipp) for j in m], ctx), batch_size) for k, m in todo]

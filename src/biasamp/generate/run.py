@@ -423,12 +423,8 @@ def generate_images(
         if height is None or width is None:
             dh, dw = backend.default_size()
             height, width = height or dh, width or dw
-        ctx = dict(
-            base_seed=int(seed), model=str(model), revision=revision, scheduler=info.get("scheduler"), steps=int(steps),
-            guidance=float(guidance), width=int(width), height=int(height), negative_prompt=negative_prompt or None,
-            dtype=info.get("dtype"), device=info.get("device"), backend=info.get("backend"), batch_size=int(batch_size),
-            safety_checker=bool(info.get("safety_checker", safety_checker)),  # a loaded backend knows its own
-        )
+        ctx = row_context(info, seed=seed, model=model, revision=revision, steps=steps, guidance=guidance, width=width, height=height,
+                          negative_prompt=negative_prompt, batch_size=batch_size, safety_checker=safety_checker)
         fitted = _prepare_prompts(prompts, backend)
         write_manifest(out, "generate", params, {"fingerprint": fingerprint, "n_prompts": n_prompts, "n_shards": len(shards), "resolved": {**info, "height": height, "width": width}})
         from biasamp import ui
@@ -449,6 +445,17 @@ def generate_images(
     from biasamp.tables import validate
 
     return validate(df, "generations", source=out / "generations")
+
+
+def row_context(info: dict, *, seed, model, revision, steps, guidance, width, height, negative_prompt, batch_size, safety_checker) -> dict:
+    """What every planned row of a run shares: the run's settings and what the loaded backend
+    reports (`describe()`), the same on every engine."""
+    return dict(
+        base_seed=int(seed), model=str(model), revision=revision, scheduler=info.get("scheduler"), steps=int(steps),
+        guidance=float(guidance), width=int(width), height=int(height), negative_prompt=negative_prompt or None,
+        dtype=info.get("dtype"), device=info.get("device"), backend=info.get("backend"), batch_size=int(batch_size),
+        safety_checker=bool(info.get("safety_checker", safety_checker)),  # a loaded backend knows its own
+    )
 
 
 def _load(name: str, model: str, **options):
