@@ -121,3 +121,11 @@ def test_ray_classification_equals_local(image_dir, two_nodes, tmp_path):
     assert ray_.sort("item_id").equals(local.sort("item_id"))
     assert sorted(p.name for p in (tmp_path / "ray" / "labels").glob("*.parquet")) == sorted(
         p.name for p in (tmp_path / "local" / "labels").glob("*.parquet"))
+    # a rerun with other settings is refused on the cluster too, before any shard is touched
+    from biasamp.errors import BiasampError
+
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "labels").glob("*.parquet")}
+    (tmp_path / "ray" / "labels" / min(before)).unlink()  # one shard left to do
+    with pytest.raises(BiasampError, match="made with other settings"):
+        classify_images(inputs, tmp_path / "ray", engine=two_nodes, **{**kw, "low": 0.45, "high": 0.55})
+    assert not (tmp_path / "ray" / "labels" / min(before)).exists()

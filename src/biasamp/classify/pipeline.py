@@ -301,6 +301,29 @@ def _short(v) -> str:
     return r if len(r) <= 120 else r[:117] + "..."
 
 
+def run_params(input_list, *, source, passthrough, classifier, face_detector, min_face, low, high, nsfw, nsfw_model,
+               embeddings, embed_model, batch_size, shard_size, max_pixels, decode_max_side, classifier_options,
+               detector_options) -> dict:
+    """A classify run's settings as recorded in its manifest: everything that decides which
+    rows a shard holds and what is in them (batch_size too, though it is speed only)."""
+    return {
+        "inputs": [str(Path(p).resolve()) for p in input_list], "source": source, "passthrough": list(passthrough),
+        "classifier": classifier, "face_detector": face_detector, "min_face": float(min_face), "low": float(low),
+        "high": float(high), "nsfw": nsfw, "nsfw_model": nsfw_model if nsfw else None, "embeddings": embeddings,
+        "embed_model": embed_model, "batch_size": batch_size, "shard_size": shard_size, "max_pixels": max_pixels,
+        "decode_max_side": decode_max_side,
+        "classifier_options": {k: str(v) for k, v in (classifier_options or {}).items()},
+        "detector_options": detector_options or {},
+    }
+
+
+def check_resume(out: Path, params: dict) -> str:
+    """The run's fingerprint, once `out` is known to hold nothing made with other settings."""
+    fingerprint = _fingerprint(params)
+    _check_resume(Path(out), params, fingerprint)
+    return fingerprint
+
+
 def _check_resume(out: Path, params: dict, fingerprint: str) -> None:
     """Refuse to resume `out` with other settings: its finished shards would be kept as they
     are, beside shards labelled the new way, under a manifest claiming the new settings."""
@@ -399,18 +422,11 @@ def classify_images(
     _check_numbers(min_face=min_face, workers=workers, max_pixels=max_pixels)
     out = Path(out)
     input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    # everything that decides which rows a shard holds, and what is in them (batch_size: speed only)
-    params = {
-        "inputs": [str(Path(p).resolve()) for p in input_list], "source": source, "passthrough": list(passthrough),
-        "classifier": classifier, "face_detector": face_detector, "min_face": float(min_face), "low": float(low),
-        "high": float(high), "nsfw": nsfw, "nsfw_model": nsfw_model if nsfw else None, "embeddings": embeddings,
-        "embed_model": embed_model, "batch_size": batch_size, "shard_size": shard_size, "max_pixels": max_pixels,
-        "decode_max_side": decode_max_side,
-        "classifier_options": {k: str(v) for k, v in (classifier_options or {}).items()},
-        "detector_options": detector_options or {},
-    }
-    fingerprint = _fingerprint(params)
-    _check_resume(out, params, fingerprint)
+    params = run_params(input_list, source=source, passthrough=passthrough, classifier=classifier, face_detector=face_detector,
+                        min_face=min_face, low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings,
+                        embed_model=embed_model, batch_size=batch_size, shard_size=shard_size, max_pixels=max_pixels,
+                        decode_max_side=decode_max_side, classifier_options=classifier_options, detector_options=detector_options)
+    fingerprint = check_resume(out, params)
     shards, notes = discover(input_list, shard_size=shard_size, source=source, passthrough=passthrough)
     # written before the first shard, so that a run killed half-way is checked when resumed
     write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})

@@ -456,7 +456,7 @@ def classify_images(
 
     from biasamp.classify import pipeline as cp
     from biasamp.classify.sources import discover
-    from biasamp.store import ShardedOutput, atomic_write_bytes
+    from biasamp.store import ShardedOutput, atomic_write_bytes, write_manifest
     from biasamp.tables import SOURCES
 
     eng, owned = _engine(engine, address, engine_options)
@@ -469,7 +469,13 @@ def classify_images(
         if a["batch_size"] < 1 or a["shard_size"] < 1:
             raise BiasampError("batch_size and shard_size must be at least 1")
         out = Path(out)
-        shards, _notes = discover(inputs, shard_size=a["shard_size"], source=a["source"], passthrough=a["passthrough"])
+        input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        params = cp.run_params(input_list, **{k: a[k] for k in (
+            "source", "passthrough", "classifier", "face_detector", "min_face", "low", "high", "nsfw", "nsfw_model", "embeddings",
+            "embed_model", "batch_size", "shard_size", "max_pixels", "decode_max_side", "classifier_options", "detector_options")})
+        fingerprint = cp.check_resume(out, params)  # before any shard: finished ones must match these settings
+        shards, notes = discover(input_list, shard_size=a["shard_size"], source=a["source"], passthrough=a["passthrough"])
+        write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
         store = ShardedOutput(out / "labels")
         store.clean_temporaries()
         todo = [s for s in shards if not store.is_done(s.shard_id)]
