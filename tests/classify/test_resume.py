@@ -127,3 +127,23 @@ def test_max_pixels_on_the_cli(images, tmp_path, cli_runner):
     assert _manifest(tmp_path / "o")["params"]["max_pixels"] == 10000
     r = cli_runner.invoke(app, ["classify", str(images), "--out", str(tmp_path / "o2"), "--max-pixels", "0"])
     assert r.exit_code == 2 and "max_pixels" in r.output
+
+
+def test_an_input_that_changed_under_finished_shards_is_refused(images, tmp_path):
+    """Images added to a folder after it was labelled move its chunks: the finished shards
+    would no longer match their part of the folder, so resuming is refused, naming it."""
+    out = tmp_path / "o"
+    classify_images([images], out, face_detector="none", shard_size=2, show_progress=False)
+    before = read_labels(out)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(images / "a-first.png")  # sorts first
+    with pytest.raises(BiasampError, match=r"changed since .* held 2 images") as e:
+        classify_images([images], out, face_detector="none", shard_size=2, show_progress=False)
+    assert "a-first.png" in str(e.value) and "new --out" in str(e.value)
+    assert read_labels(out).equals(before)
+    # images appended after the last full shard leave the finished ones as they were
+    out2 = tmp_path / "o2"
+    (images / "a-first.png").unlink()
+    classify_images([images], out2, face_detector="none", shard_size=3, show_progress=False)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(images / "zz-last.png")
+    again = classify_images([images], out2, face_detector="none", shard_size=3, show_progress=False)
+    assert len(again) == 4 and again["item_id"].is_unique().all()

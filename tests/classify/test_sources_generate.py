@@ -100,6 +100,21 @@ def test_generations_folder_and_part_files_resolve_against_the_run(runs, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["files", "webdataset"])
+def test_a_runs_images_folder_and_tars_read_as_generated(runs, fmt, tmp_path):
+    """A run's images/ folder is the run (ids, occupation, condition from its table); a tar
+    taken from it keeps its images' ids and counts as generated."""
+    run, gens = runs[fmt]
+    df = classify_images([run / "images"], tmp_path / "i", face_detector="none", show_progress=False)
+    assert sorted(df["item_id"]) == sorted(gens["item_id"]) and df["source"].to_list() == ["gen"] * len(df)
+    assert df["occupation"].null_count() == 0
+    if fmt == "webdataset":
+        tar = sorted((run / "images").glob("*.tar"))[0]
+        t = classify_images([tar], tmp_path / "t", face_detector="none", show_progress=False)
+        assert set(t["item_id"]) <= set(gens["item_id"]) and t["source"].to_list() == ["gen"] * len(t)
+
+
+@pytest.mark.slow
 def test_a_folder_holding_generate_runs_reads_each_run(runs, tmp_path):
     holder = tmp_path / "stage"
     holder.mkdir()
@@ -176,8 +191,13 @@ def test_an_input_without_images_is_an_error(tmp_path):
     with pytest.raises(BiasampError, match="no images found") as e:
         classify_images([run / "generations"], tmp_path / "o", show_progress=False)
     assert "biasamp generate" in str(e.value)
-    # a generate run's images/ folder without images
+    # its images/ folder stands for the run
     (run / "images").mkdir()
+    with pytest.raises(BiasampError, match="no images found") as e:
+        classify_images([run / "images"], tmp_path / "o", show_progress=False)
+    assert "biasamp generate" in str(e.value)
+    # a run that lost its generations/ folder: its images/ folder points at the run
+    shutil.rmtree(run / "generations")
     with pytest.raises(BiasampError, match="no images found") as e:
         classify_images([run / "images"], tmp_path / "o", show_progress=False)
     assert f"pass the run folder {run}" in str(e.value)

@@ -301,6 +301,29 @@ def _short(v) -> str:
     return r if len(r) <= 120 else r[:117] + "..."
 
 
+def check_done_shards(store, shards, out: Path) -> None:
+    """Refuse to resume when a finished shard would now hold other images (an input gained,
+    lost or renamed images after it was labelled: its chunks moved). Shards not yet done may
+    be new (a generate run finished later adds parts); finished ones must be unchanged."""
+    for s in shards:
+        if not s.ids or not store.is_done(s.shard_id):
+            continue
+        try:
+            had = pl.read_parquet(store.path(s.shard_id), columns=["item_id"])["item_id"].cast(pl.Utf8).to_list()
+        except Exception as e:  # an unreadable part: name it
+            raise BiasampError(f"{store.path(s.shard_id)} is unreadable: {type(e).__name__}",
+                               hint=f"delete that file and run again: its images are labelled again") from None
+        if sorted(had) != sorted(s.ids):
+            gone = sorted(set(had) - set(s.ids))[:3]
+            new = sorted(set(s.ids) - set(had))[:3]
+            raise BiasampError(
+                f"the input {s.input or ''} changed since {out} was labelled: its finished shard {s.shard_id} held "
+                f"{len(had)} images, and the same part of the input now holds {len(s.ids)}"
+                f"{f' (no longer there: {gone})' if gone else ''}{f' (new: {new})' if new else ''}",
+                hint=f"label the changed input into a new --out folder, or delete {out} to start again",
+            )
+
+
 def run_params(input_list, *, source, passthrough, classifier, face_detector, min_face, low, high, nsfw, nsfw_model,
                embeddings, embed_model, batch_size, shard_size, max_pixels, decode_max_side, classifier_options,
                detector_options) -> dict:
@@ -432,6 +455,7 @@ def classify_images(
     write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
     store = ShardedOutput(out / "labels")
     store.clean_temporaries()
+    check_done_shards(store, shards, out)
     todo = [s for s in shards if not store.is_done(s.shard_id)]
     total = sum(s.n for s in todo)
     t0 = time.perf_counter()

@@ -257,8 +257,9 @@ def img2dataset_items(parquet: Path, *, id_column: str | None = None, meta: dict
 
 
 def generate_run_of(path: Path) -> Path | None:
-    """The `biasamp generate` run folder that `path` is, or whose `generations/` folder or
-    part file it is (its `image` paths are relative to the run folder); else None."""
+    """The `biasamp generate` run folder that `path` is, or whose `generations/` or `images/`
+    folder or generations part file it is (its `image` paths are relative to the run
+    folder); else None."""
     path = Path(path)
 
     def is_run(d: Path) -> bool:
@@ -267,7 +268,7 @@ def generate_run_of(path: Path) -> Path | None:
     if path.is_dir():
         if is_run(path):
             return path
-        if path.name == "generations" and is_run(path.parent):
+        if path.name in ("generations", "images") and is_run(path.parent):
             return path.parent
     elif path.parent.name == "generations" and is_run(path.parent.parent):
         return path.parent.parent
@@ -348,7 +349,7 @@ def discover(inputs, *, shard_size: int = 1000, source: str | None = None,
         run = generate_run_of(path)
         skipped, tables = 0, []
         new: list[Shard] = []
-        if run is not None and path.is_dir():  # the run folder or its generations/ folder
+        if run is not None and path.is_dir():  # the run folder, or its generations/ or images/ folder
             new = _generate_run_shards(run, shard_size, source, passthrough)
         elif path.is_dir():
             parts = _img2dataset_parquets(path)
@@ -383,7 +384,8 @@ def discover(inputs, *, shard_size: int = 1000, source: str | None = None,
                         ids=[str(f.relative_to(path)) for f in chunk]))
         elif path.suffix == ".tar":
             ids = _tar_ids(path)
-            new.append(Shard(tag, source, len(ids), lambda path=path: tar_items(path), ids=ids))
+            in_run = path.parent.name == "images" and generate_run_of(path.parent.parent) is not None
+            new.append(Shard(tag, source or (GEN_SOURCE if in_run else None), len(ids), lambda path=path: tar_items(path), ids=ids))
         elif path.name.endswith(TABLE_EXTENSIONS):
             # a part file of a generate run: its image paths are relative to the run folder
             new = _table_shards(_read_any_table(path), path, run or path.parent, tag, shard_size,

@@ -478,6 +478,7 @@ def classify_images(
         write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
         store = ShardedOutput(out / "labels")
         store.clean_temporaries()
+        cp.check_done_shards(store, shards, out)
         todo = [s for s in shards if not store.is_done(s.shard_id)]
         t0 = time.perf_counter()
         if todo:
