@@ -182,11 +182,11 @@ def validate(df: pl.DataFrame, schema: Schema | str, *, source: str | Path | Non
                 df.select(pl.col(col.name).cast(col.dtype, strict=True))
             except Exception:
                 bad = (
-                    df.with_row_index("_row")
+                    df.with_row_index("_row", offset=1)
                     .filter(pl.col(col.name).cast(col.dtype, strict=False).is_null() & pl.col(col.name).is_not_null())
                     .head(3)
                 )
-                rows = ", ".join(f"row {r} ({v!r})" for r, v in zip(bad["_row"], bad[col.name])) if len(bad) else ""
+                rows = ", ".join(f"data row {r} ({v!r})" for r, v in zip(bad["_row"], bad[col.name])) if len(bad) else ""
                 raise BiasampError(
                     f"{schema.name} table{_where(source)}: column {col.name!r} should be {col.dtype}, "
                     f"found {have}" + (f"; bad values at {rows}" if rows else ""),
@@ -199,20 +199,20 @@ def validate(df: pl.DataFrame, schema: Schema | str, *, source: str | Path | Non
         if col.name not in df.columns:
             continue
         if not col.nullable and df[col.name].null_count():
-            first = df.with_row_index("_row").filter(pl.col(col.name).is_null())["_row"].head(3).to_list()
+            first = df.with_row_index("_row", offset=1).filter(pl.col(col.name).is_null())["_row"].head(3).to_list()
             raise BiasampError(
-                f"{schema.name} table{_where(source)}: column {col.name!r} has empty values (rows {first})",
+                f"{schema.name} table{_where(source)}: column {col.name!r} has empty values (data rows {first}, counted from 1)",
                 hint=f"every row needs a {col.name}",
             )
         if col.values is not None:
-            bad = df.with_row_index("_row").filter(
+            bad = df.with_row_index("_row", offset=1).filter(
                 pl.col(col.name).is_not_null() & ~pl.col(col.name).is_in(list(col.values))
             )
             if len(bad):
                 vals = sorted(set(bad[col.name].head(20).to_list()))
                 raise BiasampError(
                     f"{schema.name} table{_where(source)}: column {col.name!r} has unknown value(s) "
-                    f"{vals} (first at row {bad['_row'][0]})",
+                    f"{vals} (first at data row {bad['_row'][0]}, counted from 1)",
                     hint=f"allowed values: {', '.join(col.values)}",
                 )
     return df

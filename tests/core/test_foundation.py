@@ -29,7 +29,7 @@ def test_validate_unknown_label_names_row():
     df = pl.DataFrame(
         {"source": ["train", "gen"], "condition": ["k", "k"], "occupation": ["a", "a"], "label": ["female", "woman"]}
     )
-    with pytest.raises(BiasampError, match=r"unknown value\(s\) \['woman'\] \(first at row 1\)"):
+    with pytest.raises(BiasampError, match=r"unknown value\(s\) \['woman'\] \(first at data row 2, counted from 1\)"):
         validate(df, "observations")
 
 

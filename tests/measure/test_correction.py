@@ -45,7 +45,7 @@ def test_from_validation_counts(tmp_path):
     "df, match",
     [
         (pl.DataFrame({"label": ["female"]}), "missing column"),
-        (pl.DataFrame({"label": ["woman"], "reference": ["female"]}), "unknown label 'woman' at row 0"),
+        (pl.DataFrame({"label": ["woman"], "reference": ["female"]}), "unknown label 'woman' at data row 1"),
         (pl.DataFrame({"label": ["female", "male"], "reference": ["female", "unknown"]}), "reference must be female or male"),
         (_validation(10, 0, 0, 0), "both truly female"),
         (_validation(5, 5, 5, 5), "no better than chance"),

@@ -59,9 +59,9 @@ def fetch_training_images(
     else:
         selection = validate(selection, "selection")
     if selection["caption_id"].null_count():
-        rows = selection.with_row_index("_row").filter(pl.col("caption_id").is_null())["_row"].head(3).to_list()
+        rows = selection.with_row_index("_row", offset=1).filter(pl.col("caption_id").is_null())["_row"].head(3).to_list()
         raise BiasampError(
-            f"selection: caption_id is empty at rows {rows}",
+            f"selection: caption_id is empty at data rows {rows} (counted from 1)",
             hint="every selected caption needs its caption_id (see docs/tables.md)",
         )
     factory = SOURCES.get(source)

@@ -88,18 +88,18 @@ class Correction:
                 f"columns found: {', '.join(df.columns)}",
                 hint="a validation table needs 'label' (prediction) and 'reference' (true female/male)",
             )
-        df = df.with_columns(pl.col("label").cast(pl.Utf8), pl.col("reference").cast(pl.Utf8)).with_row_index("_row")
+        df = df.with_columns(pl.col("label").cast(pl.Utf8), pl.col("reference").cast(pl.Utf8)).with_row_index("_row", offset=1)
         bad = df.filter(pl.col("label").is_null() | ~pl.col("label").is_in(list(LABELS)))
         if len(bad):
             raise BiasampError(
-                f"validation table{where}: unknown label {bad['label'][0]!r} at row {bad['_row'][0]}",
+                f"validation table{where}: unknown label {bad['label'][0]!r} at data row {bad['_row'][0]} (counted from 1)",
                 hint=f"allowed labels: {', '.join(LABELS)}",
             )
         bad = df.filter(pl.col("reference").is_null() | ~pl.col("reference").is_in(list(LABELS_CONFIDENT)))
         if len(bad):
             raise BiasampError(
                 f"validation table{where}: reference must be female or male, found "
-                f"{bad['reference'][0]!r} at row {bad['_row'][0]}",
+                f"{bad['reference'][0]!r} at data row {bad['_row'][0]} (counted from 1)",
                 hint="drop rows whose true label is unknown",
             )
         conf = df.filter(pl.col("label").is_in(list(LABELS_CONFIDENT)))

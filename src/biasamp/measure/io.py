@@ -155,10 +155,10 @@ def _to_polars(df) -> pl.DataFrame:
 def _check_counts_nonnegative(df: pl.DataFrame, where: str) -> None:
     for col in ("n_female", "n_male", "n_excluded"):
         if col in df.columns:
-            bad = df.with_row_index("_row").filter(pl.col(col) < 0)
+            bad = df.with_row_index("_row", offset=1).filter(pl.col(col) < 0)
             if len(bad):
                 raise BiasampError(
-                    f"counts table{where}: column {col!r} has negative values (first at row {bad['_row'][0]})",
+                    f"counts table{where}: column {col!r} has negative values (first at data row {bad['_row'][0]}, counted from 1)",
                     hint="counts must be whole numbers >= 0",
                 )
 
