@@ -32,29 +32,39 @@ def _base_and_labels(path: str | Path) -> tuple[Path, pl.DataFrame]:
 
 
 def load_embeddings(df: pl.DataFrame, base: str | Path) -> np.ndarray:
-    """Vectors for the rows of `df` (NaN rows where an image had no embedding)."""
+    """Vectors for the rows of `df` (NaN rows where an image had no embedding).
+
+    One read per embeddings file, rows gathered at once; every file must hold vectors of
+    one dimension (a labels folder mixing models is refused, naming the files)."""
     if "embedding_file" not in df.columns or "embedding_row" not in df.columns:
         raise BiasampError("the labels table has no embedding columns",
                            hint="run classify with --embeddings (CLIP) or --embed-model to save image embeddings")
     base = Path(base)
-    out = None
-    cache: dict[str, np.ndarray] = {}
-    files = df["embedding_file"].to_list()
-    rows = df["embedding_row"].to_list()
-    for i, (f, r) in enumerate(zip(files, rows)):
-        if f is None or r is None:
-            continue
-        if f not in cache:
-            fp = base / f
-            if not fp.exists():
-                raise BiasampError(f"embedding file {fp} is missing", hint="keep the embeddings/ folder beside labels/")
-            cache[f] = np.load(fp, allow_pickle=False)
-        v = cache[f][int(r)]
-        if out is None:
-            out = np.full((len(df), v.shape[0]), np.nan, np.float32)
-        out[i] = v
-    if out is None:
+    refs = df.select(pl.col("embedding_file").cast(pl.Utf8), pl.col("embedding_row").cast(pl.Int64)).with_row_index("_i")
+    refs = refs.filter(pl.col("embedding_file").is_not_null() & pl.col("embedding_row").is_not_null())
+    if refs.is_empty():
         raise BiasampError("no row of the labels table has an embedding")
+    out = None
+    first_file = None
+    for (f,), part in refs.group_by(["embedding_file"], maintain_order=True):
+        fp = base / f
+        if not fp.exists():
+            raise BiasampError(f"embedding file {fp} is missing", hint="keep the embeddings/ folder beside labels/")
+        arr = np.load(fp, allow_pickle=False)
+        if arr.ndim != 2:
+            raise BiasampError(f"embedding file {fp} holds an array of shape {arr.shape}, not one vector per row",
+                               hint="delete it and its labels part, then classify again to redo that shard")
+        rows = part["embedding_row"].to_numpy()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(arr)):
+            raise BiasampError(f"embedding file {fp} has {len(arr)} rows, but the labels table points at row {int(rows.max())}",
+                               hint="the file and its labels part do not belong together: delete both and classify again")
+        if out is None:
+            out, first_file = np.full((len(df), arr.shape[1]), np.nan, np.float32), fp
+        elif arr.shape[1] != out.shape[1]:
+            raise BiasampError(f"embedding files of one labels table differ in dimension: {first_file} holds {out.shape[1]}, "
+                               f"{fp} holds {arr.shape[1]}",
+                               hint="the table mixes embeddings of two models: classify each model into its own --out")
+        out[part["_i"].to_numpy()] = arr[rows]
     return out
 
 
