@@ -286,3 +286,28 @@ def test_custom_pipeline_code_is_never_run(tmp_path, tiny_model):
     with pytest.raises(BiasampError):
         load_backend("diffusers", str(folder), device="cpu")
     assert not marker.exists()
+
+
+def _accept_two_in_three(image, row) -> bool:
+    return row["seed"] % 3 != 0
+
+
+def test_until_usable_resumes_to_the_same_images_and_attempts(tmp_path, tiny_backend):
+    """A shard lost to a kill (its generations part missing) is drawn again on resume: the
+    same accepted images and the same attempts, none recorded twice."""
+    from pathlib import Path
+
+    kw = dict(backend=tiny_backend, occupations="nurse,chef,baker,pilot", templates="face", until_usable=2, max_attempts=6,
+              accept=_accept_two_in_three, batch_size=3, shard_size=2, steps=1, height=32, width=32, show_progress=False)
+    ref = generate_images(tmp_path / "ref", **kw)
+    generate_images(tmp_path / "run", **kw)
+    parts = sorted(Path(tmp_path / "run" / "generations").glob("part-*.parquet"))
+    assert len(parts) >= 2
+    parts[-1].unlink()
+    again = generate_images(tmp_path / "run", **kw)
+    assert again.sort("item_id").drop("shard").equals(ref.sort("item_id").drop("shard"))
+    a_ref = pl.read_parquet(tmp_path / "ref" / "attempts" / "*.parquet").sort("item_id")
+    a_run = pl.read_parquet(tmp_path / "run" / "attempts" / "*.parquet").sort("item_id")
+    assert a_run.equals(a_ref) and a_run["item_id"].is_unique().all() and (~a_run["accepted"]).any()
+    for ref_path in again["image"]:
+        assert read_image_bytes(ref_path, tmp_path / "run") == read_image_bytes(ref_path, tmp_path / "ref")
