@@ -149,7 +149,7 @@ def test_human_bad_label_names_the_file_column_and_line(tmp_path):
 
 
 def test_human_item_alias_blank_lines_and_spaces(tmp_path):
-    """The spec's column name `item` works like `item_id`; blank lines and padded labels are fine."""
+    """The column name `item` works like `item_id`; blank lines and padded labels are fine."""
     (tmp_path / "a.csv").write_text("item,label,annotator\nx, Female ,a\n\ny,male,a\n\n")
     ann = read_annotations(tmp_path / "a.csv")
     assert ann.rows() == [("x", "female", "a"), ("y", "male", "a")]

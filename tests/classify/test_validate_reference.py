@@ -65,7 +65,7 @@ def test_annotations_that_match_no_label_are_an_error(tmp_path):
 
 
 def test_annotations_with_the_item_column(tmp_path):
-    """The spec's annotation columns (item, label, annotator) work for validation."""
+    """Annotation files with columns item, label, annotator work for validation."""
     lab = pl.DataFrame({"item_id": ["a", "b", "c"], "label": ["female", "male", "male"], "backend": "dlib-onnx"})
     (tmp_path / "ann.csv").write_text("item,label,annotator\na,female,x\nb,female,x\nc, Male,x\nd,male,x\n")
     res = validate_labels(lab, annotations=[tmp_path / "ann.csv"], out=tmp_path / "v")
