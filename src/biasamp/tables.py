@@ -23,6 +23,21 @@ FACE_STATUS = ("ok", "no_face", "many_faces", "small_face", "nsfw", "error")
 SOURCES = ("train", "gen")
 INDICATORS = ("male", "female", "both", "none")
 CONDITIONS = ("keyword", "captions-as-prompts", "nearest", "nearest-no-indicators", "no-indicators")
+#: Condition `biasamp generate` writes on images drawn from templates: one set of images
+#: stands for every template-prompted training condition.
+TEMPLATE_CONDITION = "templates"
+#: The training condition whose captions are used as prompts (and, by default, the
+#: condition written on the images drawn from them).
+CAPTION_CONDITION = "captions-as-prompts"
+
+
+def generated_condition_for(train_condition: str, *, template_condition: str = TEMPLATE_CONDITION,
+                            caption_condition: str = CAPTION_CONDITION) -> str:
+    """The generated images a training condition is compared with, as the study compares
+    them: captions used as prompts with the images drawn from those captions; every other
+    (template-prompted) condition with the images drawn from templates. The one rule that
+    measuring, the study's report and `biasamp similarity` share."""
+    return caption_condition if train_condition == CAPTION_CONDITION else template_condition
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 from biasamp.classify import image_similarity
-from biasamp.classify.similarity import CAPTION_CONDITION, TEMPLATE_CONDITION, pair_conditions
+from biasamp.classify.similarity import pair_conditions
+from biasamp.tables import CAPTION_CONDITION, TEMPLATE_CONDITION, generated_condition_for
 from biasamp.errors import BiasampError
 from biasamp.generate.prompts import build_prompts, item_ids
 
@@ -74,12 +75,16 @@ def study_inputs(tmp_path):
 
 
 def test_generate_conditions_are_the_ones_paired():
-    """similarity's names for generate's conditions stay generate's (stages do not import each other)."""
+    """One rule pairs training conditions with generated images: generate writes the names
+    it pairs, and captions used as prompts never meet template images."""
     from biasamp import generate
 
-    assert TEMPLATE_CONDITION == generate.TEMPLATE_CONDITION
-    assert CAPTION_CONDITION == generate.CAPTION_CONDITION
+    assert (generate.TEMPLATE_CONDITION, generate.CAPTION_CONDITION) == (TEMPLATE_CONDITION, CAPTION_CONDITION)
     assert set(_generations()["condition"]) == {TEMPLATE_CONDITION}
+    assert [generated_condition_for(c) for c in [*TEMPLATE_PROMPTED, CAPTION_CONDITION]] == \
+        [TEMPLATE_CONDITION] * len(TEMPLATE_PROMPTED) + [CAPTION_CONDITION]
+    assert generated_condition_for("keyword", template_condition="t", caption_condition="c") == "t"
+    assert generated_condition_for(CAPTION_CONDITION, template_condition="t", caption_condition="c") == "c"
 
 
 def test_template_images_pair_with_every_template_condition(study_inputs):

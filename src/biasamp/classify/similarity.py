@@ -22,13 +22,7 @@ import numpy as np
 import polars as pl
 
 from biasamp.errors import BiasampError
-
-#: The condition `biasamp generate` writes on images drawn from templates (generate's
-#: TEMPLATE_CONDITION; stages do not import each other, a test keeps the two equal).
-TEMPLATE_CONDITION = "templates"
-#: The study's caption-prompted condition (generate's CAPTION_CONDITION): its training
-#: images are compared with the images drawn from its captions, never with template images.
-CAPTION_CONDITION = "captions-as-prompts"
+from biasamp.tables import TEMPLATE_CONDITION, generated_condition_for
 
 
 def _within(x: np.ndarray) -> float | None:
@@ -90,12 +84,11 @@ def pair_conditions(train_conditions, gen_conditions, *, template_condition: str
         return list(dict.fromkeys(pairs))
     out = []
     for c in train_conditions:
-        if c in gen_conditions and c != template_condition:
+        if c in gen_conditions and c != template_condition:  # images drawn from this condition's own captions
             out.append((c, c))
-        elif c != CAPTION_CONDITION and template_condition in gen_conditions:
-            out.append((c, template_condition))
         else:
-            out.append((c, None))
+            g = generated_condition_for(c, template_condition=template_condition)
+            out.append((c, g if g in gen_conditions else None))
     return out
 
 

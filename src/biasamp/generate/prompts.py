@@ -17,11 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from biasamp.errors import BiasampError
-
-#: Condition written on images prompted by templates (shared by every template condition).
-TEMPLATE_CONDITION = "templates"
-#: Condition whose selection rows are used as prompts by default.
-CAPTION_CONDITION = "captions-as-prompts"
+from biasamp.tables import CAPTION_CONDITION, TEMPLATE_CONDITION  # noqa: F401  (re-exported by biasamp.generate)
 
 PROMPT_SCHEMA = {
     "condition": pl.Utf8,

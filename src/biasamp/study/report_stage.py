@@ -61,7 +61,7 @@ def study_image_similarity(selection: pl.DataFrame, train_dir: Path, gen_dir: Pa
 
     from biasamp.classify.embeddings import _base_and_labels, load_embeddings
     from biasamp.classify.similarity import pairwise_similarity
-    from biasamp.generate import CAPTION_CONDITION, TEMPLATE_CONDITION
+    from biasamp.tables import generated_condition_for
     from biasamp.study.runner import train_observations
 
     vectors = {}
@@ -76,7 +76,7 @@ def study_image_similarity(selection: pl.DataFrame, train_dir: Path, gen_dir: Pa
     gens = gen_tables.select(pl.col("item_id").cast(pl.Utf8), "occupation", "condition")
     rows = []
     for cond in conditions:
-        src = CAPTION_CONDITION if cond == "captions-as-prompts" else TEMPLATE_CONDITION
+        src = generated_condition_for(cond)
         for occ in sorted(set(train.filter(pl.col("condition") == cond)["occupation"])):
             t_ids = train.filter((pl.col("condition") == cond) & (pl.col("occupation") == occ))["item_id"]
             g_ids = gens.filter((pl.col("condition") == src) & (pl.col("occupation") == occ))["item_id"]

@@ -29,6 +29,7 @@ import polars as pl
 
 from biasamp.errors import BiasampError
 from biasamp.store import atomic_write_json, atomic_write_parquet
+from biasamp.tables import generated_condition_for
 from biasamp.study.config import StudyConfig
 
 DONE = "_done.json"
@@ -262,7 +263,7 @@ def gen_observations(generations: pl.DataFrame, labels: pl.DataFrame, conditions
     g = g.join(lab, on="item_id", how="left").with_columns(pl.col("label").fill_null("error"))
     parts = []
     for cond in conditions:
-        src = caption_condition if cond == "captions-as-prompts" else template_condition
+        src = generated_condition_for(cond, template_condition=template_condition, caption_condition=caption_condition)
         part = g.filter(pl.col("condition") == src).with_columns(pl.lit(cond).alias("condition"))
         parts.append(part)
     obs = pl.concat(parts) if parts else g.clear()
