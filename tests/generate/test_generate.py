@@ -311,3 +311,69 @@ def test_until_usable_resumes_to_the_same_images_and_attempts(tmp_path, tiny_bac
     assert a_run.equals(a_ref) and a_run["item_id"].is_unique().all() and (~a_run["accepted"]).any()
     for ref_path in again["image"]:
         assert read_image_bytes(ref_path, tmp_path / "run") == read_image_bytes(ref_path, tmp_path / "ref")
+
+
+def test_resume_with_a_loaded_backend_of_another_scheduler_is_refused(tmp_path, tiny_model):
+    """A loaded backend's scheduler is part of the run's settings: a resumed run cannot mix two."""
+    from pathlib import Path
+
+    from biasamp.generate import load_backend
+
+    kw = dict(occupations="nurse,engineer", templates="face", images_per_prompt=1, shard_size=1, **FAST)
+    ddim = load_backend("diffusers", str(tiny_model), device="cpu", scheduler="DDIMScheduler")
+    generate_images(tmp_path / "mix", backend=ddim, **kw)
+    sorted(Path(tmp_path / "mix" / "generations").glob("part-*.parquet"))[-1].unlink()
+    euler = load_backend("diffusers", str(tiny_model), device="cpu", scheduler="EulerDiscreteScheduler")
+    with pytest.raises(BiasampError, match="scheduler"):
+        generate_images(tmp_path / "mix", backend=euler, **kw)
+    again = generate_images(tmp_path / "mix", backend=ddim, **kw)
+    assert set(again["scheduler"]) == {"DDIMScheduler"}
+
+
+def test_local_model_folders_are_recorded_by_absolute_path(tmp_path, tiny_model, monkeypatch):
+    """Rows name a local model by its absolute path, so any single image can be redone from
+    another working directory; --revision with a local folder is refused (it would be ignored)."""
+    import shutil
+
+    from biasamp.generate import load_backend
+
+    shutil.copytree(tiny_model, tmp_path / "tiny-sd")
+    monkeypatch.chdir(tmp_path)
+    gens = generate_images("out", "tiny-sd", occupations="nurse", templates="face", images_per_prompt=1, device="cpu", **FAST)
+    assert gens["model"].to_list() == [str((tmp_path / "tiny-sd").resolve())]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = regenerate_image(gens.row(0, named=True))
+    assert np.array_equal(np.asarray(again), _pixels(gens["image"][0], tmp_path / "out"))
+    with pytest.raises(BiasampError, match="applies to hub ids"):
+        load_backend("diffusers", str(tmp_path / "tiny-sd"), device="cpu", revision="v2")
+
+
+@pytest.mark.slow
+def test_hub_models_record_the_commit_loaded(tmp_path):
+    """A hub id loaded from the local cache without --revision records the commit that `main`
+    pointed to, so that moving `main` later cannot silently change a redone image."""
+    import os
+    import subprocess
+    import sys
+
+    from biasamp.generate.testing import build_tiny_pipeline
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--biasamp-test--tiny"
+    for commit, ref in (("a" * 40, "main"), ("b" * 40, "v2")):
+        build_tiny_pipeline(repo / "snapshots" / commit, seed=0)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    script = (
+        "import sys\nfrom biasamp.generate import generate_images\n"
+        "for rev in (None, 'v2'):\n"
+        "    g = generate_images(sys.argv[1] + '/' + str(rev), 'biasamp-test/tiny', revision=rev, occupations='nurse', templates='face',\n"
+        "                        images_per_prompt=1, steps=1, height=32, width=32, device='cpu', show_progress=False)\n"
+        "    print(rev, g['model'][0], g['revision'][0])\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    assert lines == [f"None biasamp-test/tiny {'a' * 40}", f"v2 biasamp-test/tiny {'b' * 40}"]

@@ -83,6 +83,20 @@ def _quiet_loading():
             tlog.enable_progress_bar()
 
 
+
+
+def _cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit of `repo_id` at `revision` (default: main) in the local hub cache, after
+    loading; None where it cannot be told (then the revision is recorded as given)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(repo_id, revision=revision, local_files_only=True)
+    except Exception:
+        return None
+    name = Path(path).name
+    return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else None
+
 class DiffusersGenerator:
     """Any diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x, SDXL, …)."""
 
@@ -104,7 +118,9 @@ class DiffusersGenerator:
         import torch
         from diffusers import DiffusionPipeline
 
-        self.model = str(model)
+        from biasamp.generate.backends import model_reference
+
+        self.model = model_reference(model)
         self.revision = revision
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -112,6 +128,11 @@ class DiffusersGenerator:
         local = Path(self.model).expanduser()
         if local.exists() and not (local / "model_index.json").is_file():
             raise BiasampError(f"{self.model} is a folder without model_index.json, so it is not a diffusers pipeline", hint="point --model at a folder saved with save_pretrained, or give a hub id")
+        if local.exists() and revision:
+            raise BiasampError(f"--revision {revision} applies to hub ids, and {model} is a local folder: it would be ignored",
+                               hint="drop --revision, or check that revision out into the folder")
+        #: the hub commit actually loaded (None for a local folder), so that rows name exact weights
+        self.resolved_revision = None if local.exists() else _cached_commit(self.model, revision)
         try:
             config = DiffusionPipeline.load_config(self.model, revision=revision)
         except Exception as e:
@@ -176,6 +197,7 @@ class DiffusersGenerator:
             "device": self.device,
             "pipeline": type(self.pipe).__name__,
             "safety_checker": self.safety_checker,
+            "resolved_revision": self.resolved_revision,
         }
 
     def default_size(self) -> tuple[int, int]:

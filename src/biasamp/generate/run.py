@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from biasamp.errors import BiasampError
+from biasamp.generate.backends import model_reference
 from biasamp.generate.images import FORMATS, ShardWriter, clean_temporaries, encode_png
 from biasamp.generate.prompts import (
     CAPTION_CONDITION,
@@ -384,9 +385,12 @@ def generate_images(
         revision = revision if revision is not None else info.get("revision")
     elif model is None:
         raise BiasampError("no model given", hint="pass --model HUB_ID_OR_FOLDER")
+    else:
+        model = model_reference(model)
 
     params = dict(
-        model=str(model), revision=revision, backend=info["backend"] if loaded else backend, scheduler=scheduler,
+        model=str(model), revision=revision, backend=info["backend"] if loaded else backend,
+        scheduler=info.get("scheduler") if loaded else scheduler,  # a loaded backend's own, so a resume cannot mix them
         dtype=info["dtype"] if loaded else dtype, device=info["device"] if loaded else device,
         safety_checker=bool(info.get("safety_checker", safety_checker)) if loaded else bool(safety_checker), images_per_prompt=int(images_per_prompt), seed=int(seed), steps=int(steps),
         guidance=float(guidance), height=height, width=width, negative_prompt=negative_prompt, batch_size=int(batch_size),
@@ -451,7 +455,7 @@ def row_context(info: dict, *, seed, model, revision, steps, guidance, width, he
     """What every planned row of a run shares: the run's settings and what the loaded backend
     reports (`describe()`), the same on every engine."""
     return dict(
-        base_seed=int(seed), model=str(model), revision=revision, scheduler=info.get("scheduler"), steps=int(steps),
+        base_seed=int(seed), model=str(model), revision=info.get("resolved_revision") or revision, scheduler=info.get("scheduler"), steps=int(steps),
         guidance=float(guidance), width=int(width), height=int(height), negative_prompt=negative_prompt or None,
         dtype=info.get("dtype"), device=info.get("device"), backend=info.get("backend"), batch_size=int(batch_size),
         safety_checker=bool(info.get("safety_checker", safety_checker)),  # a loaded backend knows its own
