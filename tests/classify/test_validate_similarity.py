@@ -62,7 +62,9 @@ def test_kappa_matches_a_crosstab_formula(pairs):
     k = cohen_kappa(a, b)
     if pe < 1:
         assert k["kappa"] == pytest.approx((po - pe) / (1 - pe), abs=1e-12)
-    assert -1 <= k["kappa"] <= 1
+        assert -1 <= k["kappa"] <= 1
+    else:  # undefined: empty, with a note (the SE and interval: tests/classify/test_validate_kappa.py)
+        assert k["kappa"] is None and k["ci_low"] is None and "undefined" in k["note"]
 
 
 def test_validate_metrics_by_hand(tmp_path):

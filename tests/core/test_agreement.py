@@ -22,7 +22,8 @@ def test_classify_kappa_wraps_the_shared_statistic():
     k = classify_kappa(a, b)
     assert k["kappa"] == pytest.approx(agreement.cohen_kappa(a, b))
     assert k["agreement"] == pytest.approx(agreement.chance_corrected_parts(a, b)[0])
-    assert classify_kappa(["m"] * 3, ["m"] * 3)["kappa"] == 1.0 and agreement.cohen_kappa(["m"] * 3, ["m"] * 3) is None
+    undefined = classify_kappa(["m"] * 3, ["m"] * 3)  # both raters use one label: kappa is undefined, as in agreement
+    assert undefined["kappa"] is None and undefined["note"] and agreement.cohen_kappa(["m"] * 3, ["m"] * 3) is None
 
 
 def test_chance_corrected_parts_reference():

@@ -4,7 +4,8 @@ Input: labels tables with a `label` (predicted) and a `reference` (true: female|
 compared stripped and lower-cased) column, or labels plus human annotations joined on
 item_id; a table with no female/male reference is an error, other reference values a
 warning. Output: accuracy, the confusion matrix, sensitivity and specificity per class
-with Wilson intervals, and Cohen's kappa (with humans, and between backends). The labelled table (`item_id, label,
+with Wilson intervals, and Cohen's kappa with the Fleiss-Cohen-Everitt (1969) large-sample interval
+(with humans, and between backends). The labelled table (`item_id, label,
 reference`) is what the measure stage's `--validation` reads to correct shares for
 classifier error.
 """
@@ -12,6 +13,8 @@ classifier error.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import polars as pl
@@ -37,27 +40,81 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
     return lo, hi
 
 
-def cohen_kappa(a, b) -> dict:
-    """Cohen's kappa between two label sequences (any categories), with a large-sample SE.
+def _kappa_variance(a: list[str], b: list[str]) -> Fraction:
+    """n · Var(kappa-hat): the large-sample variance of Fleiss, Cohen & Everitt (1969), in
+    exact arithmetic (so that it is 0 exactly where the table makes it 0, never -1e-17).
 
-    The statistic is `biasamp.agreement.cohen_kappa`'s; where it is undefined (both
-    sequences use one and the same label) it is reported as 1 (perfect agreement), SE 0."""
+    With p_ij the share of items rated i by `a` and j by `b`, p_i. and p_.j the margins and
+    p_e = sum_i p_i. p_.i, their formula is
+        [sum_i p_ii (1 - (p_i. + p_.i)(1 - k))^2 + (1 - k)^2 sum_{i!=j} p_ij (p_.i + p_j.)^2
+         - (k - p_e (1 - k))^2] / (1 - p_e)^2,
+    computed here as the variance over the cells (weights p_ij) of g_ii = 1 - (p_i. + p_.i)(1 - k)
+    and g_ij = -(1 - k)(p_.i + p_j.), whose mean is k - p_e (1 - k): the same expression, and
+    visibly >= 0. Needs p_e < 1."""
+    n = len(a)
+    cells = Counter(zip(a, b))
+    rows, cols = Counter(a), Counter(b)
+    p_o = Fraction(sum(c for (i, j), c in cells.items() if i == j), n)
+    p_e = Fraction(sum(rows[k] * cols[k] for k in rows), n * n)
+    one_minus_k = 1 - (p_o - p_e) / (1 - p_e)
+    mean = second = Fraction(0)
+    for (i, j), c in cells.items():
+        p = Fraction(c, n)
+        if i == j:
+            g = 1 - Fraction(rows[i] + cols[i], n) * one_minus_k
+        else:
+            g = -one_minus_k * Fraction(cols[i] + rows[j], n)
+        mean += p * g
+        second += p * g * g
+    return (second - mean * mean) / (1 - p_e) ** 2
+
+
+def cohen_kappa(a, b, z: float = Z95) -> dict:
+    """Cohen's kappa between two label sequences (any number of categories), with its
+    large-sample standard error and Wald interval.
+
+    The statistic is `biasamp.agreement.cohen_kappa`'s. The SE is the asymptotic one of
+    Fleiss, Cohen & Everitt (1969) (`_kappa_variance`; what statsmodels' `cohens_kappa`
+    reports as `std_kappa`), not Cohen's (1960) approximation sqrt(p_o(1 - p_o)/n)/(1 - p_e),
+    which overstates it when the margins are unbalanced. The interval kappa ± z·SE is clipped
+    to [-1, 1], the range of kappa.
+
+    Left empty (None), with `note` saying why:
+    - kappa, SE and interval when kappa is undefined (chance agreement 1: both sequences use
+      one and the same label), as everywhere in biasamp (`biasamp.agreement`);
+    - SE and interval when the variance estimate is 0 (perfect agreement, for instance, at any
+      n): a zero-width interval would claim a certainty no finite sample gives, and resampling
+      cannot do better (every bootstrap resample of a perfectly agreeing table agrees
+      perfectly), so no interval is reported.
+    """
     a = [str(x) for x in a]
     b = [str(x) for x in b]
     if len(a) != len(b):
         raise ValueError("kappa needs two sequences of equal length")
     n = len(a)
+    out = {"kappa": None, "se": None, "ci_low": None, "ci_high": None, "n": n, "agreement": None, "note": None}
     if n == 0:
-        return {"kappa": None, "se": None, "ci_low": None, "ci_high": None, "n": 0, "agreement": None}
-    po, pe = chance_corrected_parts(a, b)
+        out["note"] = "no items to compare"
+        return out
+    po, _ = chance_corrected_parts(a, b)
+    out["agreement"] = float(po)
     kappa = _cohen_kappa(a, b)
     if kappa is None:
-        kappa = 1.0 if po >= 1.0 else 0.0
-        se = 0.0
-    else:
-        se = math.sqrt(po * (1 - po) / (n * (1 - pe) ** 2))
-    return {"kappa": float(kappa), "se": se, "ci_low": float(kappa - Z95 * se), "ci_high": float(kappa + Z95 * se),
-            "n": n, "agreement": float(po)}
+        out["note"] = (f"undefined: both used a single, identical label ({a[0]!r}) on all {n} items, "
+                       "so chance agreement is 1")
+        return out
+    out["kappa"] = float(kappa)
+    var = _kappa_variance(a, b)
+    if var <= 0:
+        what = ("perfect agreement" if po == 1 else
+                "one side using a single label (kappa is then 0 whatever the other says)"
+                if len(set(a)) == 1 or len(set(b)) == 1 else "no agreement" if po == 0 else "this table")
+        out["note"] = (f"no interval: the large-sample variance estimate is 0 for {what} on {n} items, "
+                       "and a zero-width interval would overstate the certainty")
+        return out
+    se = math.sqrt(var / n)
+    out.update(se=se, ci_low=max(-1.0, kappa - z * se), ci_high=min(1.0, kappa + z * se))
+    return out
 
 
 def _read(path) -> pl.DataFrame:
