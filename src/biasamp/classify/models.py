@@ -21,6 +21,7 @@ import numpy as np
 
 from biasamp.errors import BiasampError
 from biasamp.registry import Registry
+from biasamp.store import model_reference  # noqa: F401  (the classify commands import it from here)
 
 from .faces import Face
 
@@ -28,6 +29,15 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 STUDY_MALE_TEXTS = ("A photo of a man",)
 STUDY_FEMALE_TEXTS = ("A photo of a woman",)
 DEFAULT_NSFW_MODEL = "CompVis/stable-diffusion-safety-checker"
+#: Hub ids whose published weights are a pickled `pytorch_model.bin` only: the default safety
+#: checker's main branch publishes no `model.safetensors` (projects that want one fetch it from
+#: the unmerged conversion pull request, revision `refs/pr/41`). Safetensors are always tried
+#: first; for these ids alone, when that fails, the `.bin` is loaded through transformers'
+#: weights-only unpickler (`torch.load(weights_only=True)`, which rebuilds tensors and refuses
+#: other objects). Every other model, local folders included, must have safetensors weights.
+PICKLED_DEFAULTS = frozenset({DEFAULT_NSFW_MODEL})
+#: `--region face`: the face box grows by this share of its width (height) on each side.
+DEFAULT_FACE_MARGIN = 0.5
 
 
 def _device(device: str | None) -> str:
@@ -43,6 +53,46 @@ def _load_error(what: str, model: str, e: Exception) -> BiasampError:
         f"cannot load {what} {model!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
         hint="pass a local folder saved with save_pretrained, or a hub id already in the local cache "
         "(downloads are off when HF_HUB_OFFLINE=1)",
+    )
+
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _pickled_only(model: str) -> bool:
+    """True when the model's weights, as found on disk (a local folder, or a hub id's files in
+    the local Hugging Face cache), are pickled `.bin` files with no safetensors beside them."""
+    local = Path(model)
+    if local.is_dir():
+        return not any((local / f).exists() for f in SAFE_WEIGHTS) and any((local / f).exists() for f in PICKLED_WEIGHTS)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+
+    def cached(f: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(model, f), str)
+        except Exception:  # not a valid repo id
+            return False
+
+    return not any(cached(f) for f in SAFE_WEIGHTS) and any(cached(f) for f in PICKLED_WEIGHTS)
+
+
+def _weights_error(what: str, model: str, cls_name: str, e: Exception) -> BiasampError:
+    """The load error: a clear one where the model has no safetensors weights (only pickled
+    `.bin` ones on disk, or the hub's answer names the missing safetensors file)."""
+    pickled = _pickled_only(model)
+    if not pickled and (Path(model).exists() or "safetensors" not in str(e)):
+        return _load_error(what, model, e)
+    found = "only pickled PyTorch weights (pytorch_model.bin)" if pickled else "no safetensors weights"
+    return BiasampError(
+        f"cannot load {what} {model!r}: it has {found}, and biasamp loads model weights from safetensors only "
+        "(unpickling a .bin can run code)",
+        hint=f"convert it once, where you trust the file: `{cls_name}.from_pretrained(SRC).save_pretrained(DEST)` "
+        "writes DEST/model.safetensors (with transformers 4, pass save_pretrained(DEST, safe_serialization=True)); "
+        "then pass DEST",
     )
 
 
@@ -142,22 +192,27 @@ class ClipImageModel:
     """A CLIP model (transformers `CLIPModel`) that embeds images, batched."""
 
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, *, device: str | None = "auto", dtype: str | None = None,
-                 region: str = "image", face_margin: float = 0.5):
+                 region: str = "image", face_margin: float = DEFAULT_FACE_MARGIN):
         import torch
         from transformers import CLIPModel
 
         if region not in ("image", "face"):
             raise BiasampError(f"unknown CLIP region {region!r}", hint="use 'image' (the study's) or 'face'")
-        self.model_name = str(model)
+        if not (0.0 <= float(face_margin) < float("inf")):
+            raise BiasampError(f"the face margin must be 0 or more (a share of the face box's width and height), "
+                               f"got {face_margin}", hint=f"the default, {DEFAULT_FACE_MARGIN}, adds half the box on each side")
+        self.model_name = model_reference(model)
         self.device = _device(device)
         self.dtype = getattr(torch, dtype) if dtype else (torch.float16 if self.device.startswith("cuda") else torch.float32)
-        self.region, self.face_margin = region, face_margin
+        self.region, self.face_margin = region, float(face_margin)
         try:
-            self.clip = CLIPModel.from_pretrained(self.model_name, dtype=self.dtype).to(self.device).eval()
-        except TypeError:  # pragma: no cover - transformers < 4.56 spells it torch_dtype
-            self.clip = CLIPModel.from_pretrained(self.model_name, torch_dtype=self.dtype).to(self.device).eval()
+            try:
+                clip = CLIPModel.from_pretrained(self.model_name, dtype=self.dtype, use_safetensors=True)
+            except TypeError:  # pragma: no cover - transformers < 4.56 spells it torch_dtype
+                clip = CLIPModel.from_pretrained(self.model_name, torch_dtype=self.dtype, use_safetensors=True)
+            self.clip = clip.to(self.device).eval()
         except Exception as e:
-            raise _load_error("CLIP model", self.model_name, e) from None
+            raise _weights_error("CLIP model", self.model_name, "CLIPModel", e) from None
         self.pre = ClipPreprocess.from_pretrained(self.model_name)
         self._lock = threading.Lock()
 
@@ -207,10 +262,10 @@ class ClipZeroShot:
 
     def __init__(self, model: str = DEFAULT_CLIP_MODEL, *, male_texts=STUDY_MALE_TEXTS,
                  female_texts=STUDY_FEMALE_TEXTS, device: str | None = "auto", dtype: str | None = None,
-                 region: str = "image"):
+                 region: str = "image", face_margin: float = DEFAULT_FACE_MARGIN):
         if not male_texts or not female_texts:
             raise BiasampError("CLIP zero-shot needs at least one male and one female text")
-        self.runner = ClipImageModel(model, device=device, dtype=dtype, region=region)
+        self.runner = ClipImageModel(model, device=device, dtype=dtype, region=region, face_margin=face_margin)
         self.model = self.runner.model_name
         self.male_texts, self.female_texts = tuple(male_texts), tuple(female_texts)
         t = self.runner.embed_texts(list(self.male_texts) + list(self.female_texts))
@@ -341,14 +396,23 @@ class LinearProbe:
         embed_model = model or meta.get("embed_model")
         if not embed_model:
             raise BiasampError(f"probe {probe} names no embedding model", hint="pass --model")
-        self.runner = ClipImageModel(embed_model, device=device, dtype=dtype, region=meta.get("region", "image"))
+        try:
+            self.runner = ClipImageModel(embed_model, device=device, dtype=dtype, region=meta.get("region", "image"))
+        except BiasampError as e:
+            if model or Path(str(embed_model)).is_absolute():
+                raise
+            # a probe written before models were recorded by absolute path may name a folder
+            # relative to the directory train-probe ran in
+            raise BiasampError(f"{e.message.split(chr(10))[0]} (the embedding model named in probe {probe})",
+                               hint=f"if {embed_model!r} is a folder relative to where the probe was trained, pass "
+                               "--model with its path; otherwise a hub id must be in the local cache") from None
         if self.runner.clip.config.projection_dim != self.weight.shape[0]:
             raise BiasampError(
-                f"probe {probe} expects {self.weight.shape[0]}-d embeddings but {embed_model} gives "
+                f"probe {probe} expects {self.weight.shape[0]}-d embeddings but {self.runner.model_name} gives "
                 f"{self.runner.clip.config.projection_dim}-d",
                 hint="use the embedding model the probe was trained on",
             )
-        self.model = f"{Path(str(probe)).name}@{embed_model}"
+        self.model = f"{Path(str(probe)).name}@{self.runner.model_name}"
 
     def prepare(self, image, face):
         return self.runner.prepare(image, face)
@@ -413,15 +477,22 @@ class SafetyChecker:
             raise BiasampError("the NSFW filter needs diffusers", hint="pip install diffusers") from None
         self.device = _device(device)
         self.dtype = getattr(torch, dtype) if dtype else torch.float32
+        name = model_reference(model)
         try:
-            self.checker = StableDiffusionSafetyChecker.from_pretrained(str(model)).to(self.device, self.dtype).eval()
+            checker = StableDiffusionSafetyChecker.from_pretrained(name, use_safetensors=True)
         except Exception as e:
-            raise _load_error("safety checker", str(model), e) from None
+            if name not in PICKLED_DEFAULTS:
+                raise _weights_error("safety checker", name, "StableDiffusionSafetyChecker", e) from None
+            try:  # see PICKLED_DEFAULTS: the published default's .bin (transformers unpickles weights-only)
+                checker = StableDiffusionSafetyChecker.from_pretrained(name)
+            except Exception as e2:
+                raise _load_error("safety checker", name, e2) from None
+        self.checker = checker.to(self.device, self.dtype).eval()
         try:
-            self.pre = ClipPreprocess.from_pretrained(str(model))
+            self.pre = ClipPreprocess.from_pretrained(name)
         except BiasampError:
             self.pre = ClipPreprocess()  # the SD feature extractor is CLIP ViT-L/14's default
-        self.model = str(model)
+        self.model = name
         self._lock = threading.Lock()
 
     def prepare(self, image, face=None):

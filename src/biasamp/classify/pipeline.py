@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from biasamp.errors import BiasampError
+from biasamp.store import model_reference
 
 from .decode import DEFAULT_MAX_PIXELS, decode_image
 from .faces import Face, face_filter, make_face_detector
@@ -75,6 +76,12 @@ class Labeler:
         self.needs_pixels = self.classifier.needs_pixels
         self.detector = make_face_detector(face_detector, **(detector_options or {})) if self.needs_pixels else None
         self.nsfw = None
+        if nsfw and not self.needs_pixels:
+            from biasamp.ui import err_console
+
+            err_console.print(f"[yellow]warning:[/] the NSFW filter (--nsfw) does not run with the {classifier} classifier: "
+                              "it reads no images, so no label is 'nsfw'; the annotators' labels are used as they are",
+                              highlight=False, soft_wrap=True)
         if nsfw and self.needs_pixels:
             from .models import SafetyChecker
 
@@ -312,7 +319,7 @@ def check_done_shards(store, shards, out: Path) -> None:
             had = pl.read_parquet(store.path(s.shard_id), columns=["item_id"])["item_id"].cast(pl.Utf8).to_list()
         except Exception as e:  # an unreadable part: name it
             raise BiasampError(f"{store.path(s.shard_id)} is unreadable: {type(e).__name__}",
-                               hint=f"delete that file and run again: its images are labelled again") from None
+                               hint="delete that file and run again: its images are labelled again") from None
         if sorted(had) != sorted(s.ids):
             gone = sorted(set(had) - set(s.ids))[:3]
             new = sorted(set(s.ids) - set(had))[:3]
@@ -332,10 +339,11 @@ def run_params(input_list, *, source, passthrough, classifier, face_detector, mi
     return {
         "inputs": [str(Path(p).resolve()) for p in input_list], "source": source, "passthrough": list(passthrough),
         "classifier": classifier, "face_detector": face_detector, "min_face": float(min_face), "low": float(low),
-        "high": float(high), "nsfw": nsfw, "nsfw_model": nsfw_model if nsfw else None, "embeddings": embeddings,
-        "embed_model": embed_model, "batch_size": batch_size, "shard_size": shard_size, "max_pixels": max_pixels,
+        "high": float(high), "nsfw": nsfw, "nsfw_model": model_reference(nsfw_model) if nsfw else None, "embeddings": embeddings,
+        "embed_model": model_reference(embed_model) if embed_model else None, "batch_size": batch_size, "shard_size": shard_size, "max_pixels": max_pixels,
         "decode_max_side": decode_max_side,
-        "classifier_options": {k: str(v) for k, v in (classifier_options or {}).items()},
+        "classifier_options": {k: model_reference(v) if k in ("model", "probe", "annotations") and v else str(v)
+                               for k, v in (classifier_options or {}).items()},
         "detector_options": detector_options or {},
     }
 

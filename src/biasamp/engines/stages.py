@@ -324,7 +324,7 @@ def generate_images(
             if missing:
                 raise BiasampError(f"prompts frame is missing column(s) {', '.join(missing)}", hint="build it with biasamp.generate.build_prompts")
             prompts = prompts.select(list(PROMPT_SCHEMA)).cast(PROMPT_SCHEMA)
-        model = a["model"] = g.model_reference(model)
+        model = a["model"] = g.model_reference(model)  # biasamp.store's, as generate_images records it
         params = dict(
             model=str(model), revision=a["revision"], backend=a["backend"], scheduler=a["scheduler"], dtype=a["dtype"],
             device=a["device"], safety_checker=bool(a["safety_checker"]), images_per_prompt=int(a["images_per_prompt"]),

@@ -23,16 +23,6 @@ GENERATORS.register(
 )
 
 
-def model_reference(model) -> str:
-    """How a model is recorded: a local folder by its absolute path (so a row can be redone
-    from any working directory, and a folder of the same name elsewhere is never taken for
-    it); a hub id as given."""
-    from pathlib import Path
-
-    local = Path(str(model)).expanduser()
-    return str(local.resolve()) if local.exists() else str(model)
-
-
 def load_backend(name: str, model: str, **options):
     """Instantiate backend `name` for `model`."""
     return GENERATORS.get(name)(model, **options)

@@ -118,7 +118,7 @@ class DiffusersGenerator:
         import torch
         from diffusers import DiffusionPipeline
 
-        from biasamp.generate.backends import model_reference
+        from biasamp.store import model_reference
 
         self.model = model_reference(model)
         self.revision = revision

@@ -23,7 +23,6 @@ import numpy as np
 import polars as pl
 
 from biasamp.errors import BiasampError
-from biasamp.generate.backends import model_reference
 from biasamp.generate.images import FORMATS, ShardWriter, clean_temporaries, encode_png
 from biasamp.generate.prompts import (
     CAPTION_CONDITION,
@@ -35,6 +34,7 @@ from biasamp.generate.prompts import (
 )
 from biasamp.generate.seeds import derive_seed
 from biasamp.registry import Registry
+from biasamp.store import model_reference
 
 #: Columns of the `generations` table as this stage writes it (the schema's plus extras).
 ROW_SCHEMA: dict[str, pl.DataType] = {

@@ -59,7 +59,7 @@ def text_embeddings_from_clip(model_path: str | Path, texts: tuple[str, ...] = D
     from transformers import AutoTokenizer, CLIPModel
 
     try:
-        model = CLIPModel.from_pretrained(str(model_path))
+        model = CLIPModel.from_pretrained(str(model_path), use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(str(model_path))
     except (OSError, ValueError) as e:
         raise BiasampError(

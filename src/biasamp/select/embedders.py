@@ -174,7 +174,7 @@ class ClipTextEmbedder:
                 text_config.projection_dim = config.projection_dim
             else:
                 text_config = config
-            self.model = CLIPTextModelWithProjection.from_pretrained(self.model_id, config=text_config).to(self.device).eval()
+            self.model = CLIPTextModelWithProjection.from_pretrained(self.model_id, config=text_config, use_safetensors=True).to(self.device).eval()
             self.tokenizer = CLIPTokenizer.from_pretrained(self.model_id)
         except Exception as e:
             raise BiasampError(
