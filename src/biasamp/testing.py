@@ -135,3 +135,17 @@ def build_tiny_clip(
         clip_image_processor(cfg.vision_config.image_size).save_pretrained(folder)
     del model
     return folder
+
+
+def write_tar(path: str | Path, members: dict[str, bytes]) -> Path:
+    """A tar of `members` (name -> bytes) in the given order: a webdataset shard when names
+    are `key.ext` (tests of the readers of tars)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return Path(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 
 import numpy as np
 import polars as pl
@@ -16,15 +15,11 @@ from PIL import Image
 from biasamp.classify import Labeler, classify_images, read_labels
 from biasamp.classify.sources import Item
 from biasamp.errors import BiasampError
+from biasamp.testing import write_tar
 from biasamp.tables import validate
 
 
-def _tar(path, members: dict[str, bytes]):
-    with tarfile.open(path, "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+_tar = write_tar
 
 
 def _png(arr) -> bytes:

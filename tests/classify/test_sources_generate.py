@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tarfile
 
 import numpy as np
 import polars as pl
@@ -16,17 +15,13 @@ from PIL import Image
 from biasamp.classify import classify_images, read_labels
 from biasamp.classify.sources import discover, tar_items
 from biasamp.errors import BiasampError
+from biasamp.testing import write_tar
 
 GEN_ARGS = ["--occupations", "chef,nurse", "--templates", "face", "-n", "2", "--steps", "2", "--height", "32",
             "--width", "32", "--device", "cpu", "--shard-size", "3", "-q"]
 
 
-def _tar(path, members: dict[str, bytes]):
-    with tarfile.open(path, "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+_tar = write_tar
 
 
 def _png(seed: int = 0) -> bytes:
