@@ -37,7 +37,8 @@ fi
 if [ ${#packages[@]} -eq 0 ]; then
   # Pin each default package to the version installed here; the polars runtime only where
   # the installed polars is split into a front end and a runtime.
-  mapfile -t packages < <(python3 - <<'EOF'
+  # a read loop rather than mapfile: macOS ships bash 3.2
+  while IFS= read -r line; do packages+=("$line"); done < <(python3 - <<'EOF'
 from importlib import metadata
 
 for name in ("polars", "polars-runtime-32", "diffusers"):

@@ -15,7 +15,8 @@
 # optional and not used here).
 #
 # Exit status: 0 both ran and met their targets; 1 a target was missed; 2 a benchmark did not
-# run to the end (its log says why); 3 biasamp or a library it needs cannot be imported.
+# run to the end (its log says why); 3 biasamp or a library it needs cannot be imported;
+# 4 the summary itself failed (the figures are still in DIR).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -117,8 +118,9 @@ run() {  # name timeout command...
     status=2
   fi
 }
-run generate "$generate_timeout" "$python" "$here/gpu_generate.py" --report-only --json "$out/generate.json" "${generate_args[@]}"
-run clip "$clip_timeout" "$python" "$here/gpu_clip.py" --report-only --json "$out/clip.json" "${clip_args[@]}"
+# ${a[@]+"${a[@]}"}: an empty array under `set -u` on bash before 4.4
+run generate "$generate_timeout" "$python" "$here/gpu_generate.py" --report-only --json "$out/generate.json" ${generate_args[@]+"${generate_args[@]}"}
+run clip "$clip_timeout" "$python" "$here/gpu_clip.py" --report-only --json "$out/clip.json" ${clip_args[@]+"${clip_args[@]}"}
 
 # One summary of both, judged against the targets each benchmark states.
 "$python" - "$out" "$tiny" <<'EOF' | tee "$out/summary.txt"
@@ -153,7 +155,10 @@ if clip.exists():
 sys.exit(1 if missed else 0)
 EOF
 summary_rc=${PIPESTATUS[0]}
-if [ "$status" -eq 0 ] && [ "$summary_rc" -ne 0 ]; then
+if [ "$summary_rc" -ne 0 ] && [ "$summary_rc" -ne 1 ]; then
+  echo "gpu_suite: the summary failed (exit $summary_rc); the figures are in $out/*.json" >&2
+  status=4
+elif [ "$status" -eq 0 ] && [ "$summary_rc" -eq 1 ]; then
   status=1
 fi
 exit "$status"

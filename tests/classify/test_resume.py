@@ -147,3 +147,39 @@ def test_an_input_that_changed_under_finished_shards_is_refused(images, tmp_path
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(images / "zz-last.png")
     again = classify_images([images], out2, face_detector="none", shard_size=3, show_progress=False)
     assert len(again) == 4 and again["item_id"].is_unique().all()
+
+
+def test_finished_shards_that_no_input_makes_any_more_are_refused(tmp_path):
+    """A tar removed from a folder, or a table shortened, leaves finished shards behind that
+    would still be read as labels: resuming is refused, naming one."""
+    from biasamp.testing import write_tar
+
+    def png(v):
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(np.full((16, 16, 3), v, np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    d = tmp_path / "tars"
+    d.mkdir()
+    write_tar(d / "a.tar", {"k1.png": png(1), "k2.png": png(2)})
+    write_tar(d / "b.tar", {"k3.png": png(3)})
+    classify_images([d], tmp_path / "o", face_detector="none", show_progress=False)
+    (d / "b.tar").unlink()
+    with pytest.raises(BiasampError, match="no input makes any more"):
+        classify_images([d], tmp_path / "o", face_detector="none", show_progress=False)
+    write_tar(d / "b.tar", {})  # emptied rather than removed: no images in it now
+    with pytest.raises(BiasampError):
+        classify_images([d], tmp_path / "o", face_detector="none", show_progress=False)
+    # a table shortened at a shard boundary
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), i * 40, np.uint8)).save(imgs / f"{i}.png")
+    table = tmp_path / "t.parquet"
+    pl.DataFrame({"item_id": [str(i) for i in range(4)], "image": [f"imgs/{i}.png" for i in range(4)]}).write_parquet(table)
+    classify_images([table], tmp_path / "t", face_detector="none", shard_size=2, show_progress=False)
+    pl.DataFrame({"item_id": ["0", "1"], "image": ["imgs/0.png", "imgs/1.png"]}).write_parquet(table)
+    with pytest.raises(BiasampError, match="no input makes any more"):
+        classify_images([table], tmp_path / "t", face_detector="none", shard_size=2, show_progress=False)

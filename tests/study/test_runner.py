@@ -82,8 +82,14 @@ def test_force_reruns_one_stage(tmp_path):
     cfg = _cfg(tmp_path)
     Runner(cfg, _stages(calls), show_progress=False).run()
     calls.clear()
-    Runner(cfg, _stages(calls), show_progress=False).run(force=("d",))
+    runner = Runner(cfg, _stages(calls), show_progress=False)
+    leftover = runner.stage("d").dir / "labels" / "part-old.parquet"  # e.g. a resumable stage's finished shard
+    leftover.parent.mkdir()
+    leftover.write_text("made otherwise")
+    runner.run(force=("d",))
     assert calls == ["d"]
+    assert not leftover.exists()  # --force makes the stage again from nothing, not a resume of its outputs
+    assert (runner.stage("d").dir / "out.txt").read_text() == "da"
 
 
 def test_cached_stages_made_by_another_version_are_marked(tmp_path, monkeypatch, capsys):

@@ -47,7 +47,7 @@ def test_templates_file_names_line(tmp_path):
         # capitals: short initialisms letter by letter, longer words (or listed acronyms) as words
         ("SURGEON", "a"), ("LAWYER", "a"), ("NURSE", "a"), ("MANAGER", "a"), ("NASA engineer", "a"),
         ("SWAT officer", "a"), ("IKEA designer", "an"), ("UN diplomat", "a"), ("SAT tutor", "an"),
-        ("FAA inspector", "an"), ("AI researcher", "an"), ("EMT", "an"), ("RN", "an"),
+        ("FAA inspector", "an"), ("AI researcher", "an"), ("EMT", "an"), ("RN", "an"), ("LGBTQ advocate", "an"),
         # silent h, also in longer forms
         ("honorable judge", "an"), ("heiress", "an"), ("honours student", "an"), ("hourly worker", "an"),
         ("historian", "a"), ("hotel manager", "a"),

@@ -312,8 +312,15 @@ def check_done_shards(store, shards, out: Path) -> None:
     """Refuse to resume when a finished shard would now hold other images (an input gained,
     lost or renamed images after it was labelled: its chunks moved). Shards not yet done may
     be new (a generate run finished later adds parts); finished ones must be unchanged."""
+    extra = sorted(store.done() - {s.shard_id for s in shards})
+    if extra:
+        raise BiasampError(
+            f"{out} holds {len(extra)} finished labels shard(s) that no input makes any more (e.g. {extra[0]}): "
+            "an input was removed, emptied or shortened since it was labelled",
+            hint=f"label the changed inputs into a new --out folder, or delete {out} to start again",
+        )
     for s in shards:
-        if not s.ids or not store.is_done(s.shard_id):
+        if not store.is_done(s.shard_id):
             continue
         try:
             had = pl.read_parquet(store.path(s.shard_id), columns=["item_id"])["item_id"].cast(pl.Utf8).to_list()

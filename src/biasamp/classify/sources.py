@@ -366,7 +366,11 @@ def discover(inputs, *, shard_size: int = 1000, source: str | None = None,
                 runs = sorted({f.parent for f in files if f.name == GENERATE_MANIFEST and generate_run_of(f.parent)})
                 for r in runs:
                     new += _generate_run_shards(r, shard_size, source, passthrough)
-                    files = [f for f in files if r not in f.parents]
+                if runs:  # one pass: drop every file under a run (its images are read through its table)
+                    prefixes = {r.relative_to(path).parts for r in runs}
+                    depths = sorted({len(p) for p in prefixes})
+                    files = [f for f in files
+                             if not any(f.relative_to(path).parts[:d] in prefixes for d in depths)]
                 tars = [f for f in files if f.suffix == ".tar"]
                 imgs = [f for f in files if _is_image_name(f.name)]
                 tables = [f for f in files if f.name.endswith(TABLE_EXTENSIONS)]

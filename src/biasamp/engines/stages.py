@@ -469,6 +469,7 @@ def classify_images(
             raise BiasampError(f"unknown source {a['source']!r}", hint=f"use one of {', '.join(SOURCES)}")
         if a["batch_size"] < 1 or a["shard_size"] < 1:
             raise BiasampError("batch_size and shard_size must be at least 1")
+        cp._check_numbers(min_face=a["min_face"], workers=a["workers"], max_pixels=a["max_pixels"])  # here, not in each actor
         out = Path(out)
         input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         params = cp.run_params(input_list, **{k: a[k] for k in (

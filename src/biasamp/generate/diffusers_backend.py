@@ -131,8 +131,6 @@ class DiffusersGenerator:
         if local.exists() and revision:
             raise BiasampError(f"--revision {revision} applies to hub ids, and {model} is a local folder: it would be ignored",
                                hint="drop --revision, or check that revision out into the folder")
-        #: the hub commit actually loaded (None for a local folder), so that rows name exact weights
-        self.resolved_revision = None if local.exists() else _cached_commit(self.model, revision)
         try:
             config = DiffusionPipeline.load_config(self.model, revision=revision)
         except Exception as e:
@@ -159,6 +157,9 @@ class DiffusersGenerator:
             msg = str(e).splitlines()[0] if str(e) else ""
             hint = "biasamp loads safetensors weights only; convert .bin weights with save_pretrained(safe_serialization=True)" if "safetensors" in msg.lower() else "check the model id or folder and that its files are complete"
             raise BiasampError(f"cannot load pipeline {self.model}: {type(e).__name__}: {msg}", hint=hint) from None
+        #: the hub commit just loaded (None for a local folder), so that rows name exact weights;
+        #: read after loading, when the cache's ref points at what was loaded
+        self.resolved_revision = None if local.exists() else _cached_commit(self.model, revision)
         params = inspect.signature(pipe.__call__).parameters
         if "prompt" not in params or ("image" in params and params["image"].default is inspect.Parameter.empty):
             raise BiasampError(f"{self.model} ({type(pipe).__name__}) is not a text-to-image pipeline", hint="use a text-to-image model such as Stable Diffusion")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,6 +199,10 @@ class Runner:
                         f"{_biasamp_version()}); --force {s.name} makes them again[/yellow]"
                     )
             else:
+                if s.name in force and s.dir.exists():
+                    # made again from nothing: a stage that resumes (generate, classify) would
+                    # otherwise keep its finished shards, or refuse them as made otherwise
+                    shutil.rmtree(s.dir)
                 (s.dir / DONE).unlink(missing_ok=True)
                 s.dir.mkdir(parents=True, exist_ok=True)
                 ctx = StageContext(self.config, s.dir, {d: self.stage(d).dir for d in s.deps}, self.run_dir,
