@@ -147,6 +147,38 @@ def write_manifest(run_dir: str | Path, stage: str, params: dict, extra: dict | 
     return atomic_write_json(manifest, Path(run_dir) / f"{stage}.manifest.json")
 
 
+def fingerprint(obj) -> str:
+    """A stable hash of a run's settings (JSON, keys sorted), kept in its manifest."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def settings_changed(run_dir: str | Path, stage: str, fingerprint: str, params: dict, *, ignore=()) -> list[str] | None:
+    """What differs between `params` and the settings recorded by the stage's manifest in
+    `run_dir`, as `name: before → now` lines; None when there is no manifest or its
+    fingerprint is `fingerprint` (a resume may go on). The caller refuses the resume."""
+    path = Path(run_dir) / f"{stage}.manifest.json"
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        from biasamp.errors import BiasampError
+
+        raise BiasampError(f"{path} is unreadable", hint=f"pick a new --out folder, or delete {run_dir} to start again") from None
+    if old.get("fingerprint") == fingerprint:
+        return None
+    before = old.get("params", {})
+
+    def short(v) -> str:
+        r = repr(v)
+        return r if len(r) <= 120 else r[:117] + "..."
+
+    return [f"{k}: {short(before.get(k))} → {short(params.get(k))}" for k in sorted(set(before) | set(params))
+            if k not in ignore and before.get(k) != params.get(k)]
+
+
 def iter_batches(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

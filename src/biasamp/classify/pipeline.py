@@ -20,7 +20,8 @@ import numpy as np
 import polars as pl
 
 from biasamp.errors import BiasampError
-from biasamp.store import model_reference
+from biasamp.store import fingerprint as run_fingerprint
+from biasamp.store import model_reference, settings_changed
 
 from .decode import DEFAULT_MAX_PIXELS, decode_image
 from .faces import Face, face_filter, make_face_detector
@@ -292,20 +293,6 @@ def _check_numbers(*, min_face: float, workers: int | None, max_pixels: int) -> 
 
 #: Settings that change how fast labels are made, not the labels: a run may resume with others.
 SPEED_SETTINGS = ("batch_size",)
-MANIFEST = "classify.manifest.json"
-
-
-def _fingerprint(params: dict) -> str:
-    import hashlib
-    import json
-
-    kept = {k: v for k, v in params.items() if k not in SPEED_SETTINGS}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def _short(v) -> str:
-    r = repr(v)
-    return r if len(r) <= 120 else r[:117] + "..."
 
 
 def check_done_shards(store, shards, out: Path) -> None:
@@ -338,6 +325,48 @@ def check_done_shards(store, shards, out: Path) -> None:
             )
 
 
+@dataclass
+class RunPlan:
+    """A classify run before its first image: its settings, shards and what is left to do."""
+
+    params: dict
+    fingerprint: str
+    shards: list
+    todo: list
+    notes: dict
+    store: object
+
+
+def plan_run(inputs, out: Path, *, source, passthrough, classifier, face_detector, min_face, low, high, nsfw,
+             nsfw_model, embeddings, embed_model, batch_size, shard_size, workers, max_pixels, decode_max_side,
+             classifier_options, detector_options, **_speed_only) -> RunPlan:
+    """Everything a classify run does before its first image, on any engine: the arguments
+    checked, the settings checked against a resumed run's, the inputs cut into shards (their
+    ids checked), the manifest written (so that a run killed half-way is checked when
+    resumed), and the finished shards checked against their part of the inputs."""
+    from biasamp.store import ShardedOutput, write_manifest
+    from biasamp.tables import SOURCES
+
+    if source is not None and source not in SOURCES:
+        raise BiasampError(f"unknown source {source!r}", hint=f"use one of {', '.join(SOURCES)}")
+    if batch_size < 1 or shard_size < 1:
+        raise BiasampError("batch_size and shard_size must be at least 1")
+    _check_numbers(min_face=min_face, workers=workers, max_pixels=max_pixels)
+    input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    params = run_params(input_list, source=source, passthrough=passthrough, classifier=classifier, face_detector=face_detector,
+                        min_face=min_face, low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings,
+                        embed_model=embed_model, batch_size=batch_size, shard_size=shard_size, max_pixels=max_pixels,
+                        decode_max_side=decode_max_side, classifier_options=classifier_options, detector_options=detector_options)
+    fingerprint = check_resume(out, params)
+    shards, notes = discover(input_list, shard_size=shard_size, source=source, passthrough=passthrough)
+    write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
+    store = ShardedOutput(out / "labels")
+    store.clean_temporaries()
+    check_done_shards(store, shards, out)
+    todo = [s for s in shards if not store.is_done(s.shard_id)]
+    return RunPlan(params, fingerprint, shards, todo, notes, store)
+
+
 def run_params(input_list, *, source, passthrough, classifier, face_detector, min_face, low, high, nsfw, nsfw_model,
                embeddings, embed_model, batch_size, shard_size, max_pixels, decode_max_side, classifier_options,
                detector_options) -> dict:
@@ -356,31 +385,17 @@ def run_params(input_list, *, source, passthrough, classifier, face_detector, mi
 
 
 def check_resume(out: Path, params: dict) -> str:
-    """The run's fingerprint, once `out` is known to hold nothing made with other settings."""
-    fingerprint = _fingerprint(params)
-    _check_resume(Path(out), params, fingerprint)
-    return fingerprint
-
-
-def _check_resume(out: Path, params: dict, fingerprint: str) -> None:
-    """Refuse to resume `out` with other settings: its finished shards would be kept as they
-    are, beside shards labelled the new way, under a manifest claiming the new settings."""
-    import json
-
+    """The run's fingerprint, once `out` is known to hold nothing made with other settings:
+    its finished shards would be kept as they are, beside shards labelled the new way, under
+    a manifest claiming the new settings."""
+    out = Path(out)
+    fingerprint = run_fingerprint({k: v for k, v in params.items() if k not in SPEED_SETTINGS})
     done = sorted((out / "labels").glob("part-*.parquet"))
-    path = out / MANIFEST
-    if not done or not path.exists():  # nothing to mix, or labels committed by an engine's driver first
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise BiasampError(f"{path} is unreadable",
-                           hint=f"pick a new --out folder, or delete {out} to start again") from None
-    if old.get("fingerprint") == fingerprint:
-        return
-    before = old.get("params", {})
-    changed = [f"{k}: {_short(before.get(k))} → {_short(params.get(k))}" for k in sorted(set(before) | set(params))
-               if k not in SPEED_SETTINGS and before.get(k) != params.get(k)]
+    if not done:  # nothing to mix (or labels committed by an engine's driver before its manifest)
+        return fingerprint
+    changed = settings_changed(out, "classify", fingerprint, params, ignore=SPEED_SETTINGS)
+    if changed is None:
+        return fingerprint
     raise BiasampError(
         f"{out} holds {len(done)} labels shard(s) made with other settings; resuming would mix them "
         f"(changed: {'; '.join(changed) or 'settings recorded by an older biasamp'})",
@@ -449,29 +464,16 @@ def classify_images(
     clip, {"probe": file} for linear-probe, {"annotations": file} for human.
     detector_options: e.g. {"min_side": 512, "max_side": 1024, "threshold": 0.0} for dlib.
     """
-    from biasamp.store import ShardedOutput, atomic_write_bytes, atomic_write_parquet, write_manifest
-    from biasamp.tables import SOURCES
+    from biasamp.store import atomic_write_bytes, atomic_write_parquet, write_manifest
     from biasamp.ui import progress
 
-    if source is not None and source not in SOURCES:
-        raise BiasampError(f"unknown source {source!r}", hint=f"use one of {', '.join(SOURCES)}")
-    if batch_size < 1 or shard_size < 1:
-        raise BiasampError("batch_size and shard_size must be at least 1")
-    _check_numbers(min_face=min_face, workers=workers, max_pixels=max_pixels)
     out = Path(out)
-    input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    params = run_params(input_list, source=source, passthrough=passthrough, classifier=classifier, face_detector=face_detector,
-                        min_face=min_face, low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings,
-                        embed_model=embed_model, batch_size=batch_size, shard_size=shard_size, max_pixels=max_pixels,
-                        decode_max_side=decode_max_side, classifier_options=classifier_options, detector_options=detector_options)
-    fingerprint = check_resume(out, params)
-    shards, notes = discover(input_list, shard_size=shard_size, source=source, passthrough=passthrough)
-    # written before the first shard, so that a run killed half-way is checked when resumed
-    write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
-    store = ShardedOutput(out / "labels")
-    store.clean_temporaries()
-    check_done_shards(store, shards, out)
-    todo = [s for s in shards if not store.is_done(s.shard_id)]
+    plan = plan_run(inputs, out, source=source, passthrough=passthrough, classifier=classifier, face_detector=face_detector,
+                    min_face=min_face, low=low, high=high, nsfw=nsfw, nsfw_model=nsfw_model, embeddings=embeddings,
+                    embed_model=embed_model, batch_size=batch_size, shard_size=shard_size, workers=workers,
+                    max_pixels=max_pixels, decode_max_side=decode_max_side, classifier_options=classifier_options,
+                    detector_options=detector_options)
+    store, todo = plan.store, plan.todo
     total = sum(s.n for s in todo)
     t0 = time.perf_counter()
     n_done = 0
@@ -517,9 +519,9 @@ def classify_images(
         finally:
             labeler.close()
     result = read_labels(out)
-    write_manifest(out, "classify", params, extra={
-        "fingerprint": fingerprint, "shards": len(shards), "shards_run": len(todo), "images_run": n_done,
-        "seconds": round(time.perf_counter() - t0, 3), **notes})
+    write_manifest(out, "classify", plan.params, extra={
+        "fingerprint": plan.fingerprint, "shards": len(plan.shards), "shards_run": len(todo), "images_run": n_done,
+        "seconds": round(time.perf_counter() - t0, 3), **plan.notes})
     return result
 
 

@@ -333,7 +333,7 @@ def generate_images(
             image_format=a["image_format"], until_usable=None, max_attempts=None, accept=None,
             backend_options=a["backend_options"] or {},
         )
-        fingerprint = g._fingerprint([params, prompts.rows()])
+        fingerprint = g.run_fingerprint([params, prompts.rows()])
         g._check_manifest(out, fingerprint, params)
         ipp, shard_size = int(a["images_per_prompt"]), int(a["shard_size"])
         total = len(prompts) * ipp
@@ -456,32 +456,17 @@ def classify_images(
     import io
 
     from biasamp.classify import pipeline as cp
-    from biasamp.classify.sources import discover
-    from biasamp.store import ShardedOutput, atomic_write_bytes, write_manifest
-    from biasamp.tables import SOURCES
+    from biasamp.store import atomic_write_bytes
 
     eng, owned = _engine(engine, address, engine_options)
     try:
         if eng.is_local:
             return _own("biasamp.classify.pipeline", "classify_images")(inputs, out, **kwargs)
         a = _arguments(cp.classify_images, inputs, out, **kwargs)
-        if a["source"] is not None and a["source"] not in SOURCES:
-            raise BiasampError(f"unknown source {a['source']!r}", hint=f"use one of {', '.join(SOURCES)}")
-        if a["batch_size"] < 1 or a["shard_size"] < 1:
-            raise BiasampError("batch_size and shard_size must be at least 1")
-        cp._check_numbers(min_face=a["min_face"], workers=a["workers"], max_pixels=a["max_pixels"])  # here, not in each actor
         out = Path(out)
-        input_list = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        params = cp.run_params(input_list, **{k: a[k] for k in (
-            "source", "passthrough", "classifier", "face_detector", "min_face", "low", "high", "nsfw", "nsfw_model", "embeddings",
-            "embed_model", "batch_size", "shard_size", "max_pixels", "decode_max_side", "classifier_options", "detector_options")})
-        fingerprint = cp.check_resume(out, params)  # before any shard: finished ones must match these settings
-        shards, notes = discover(input_list, shard_size=a["shard_size"], source=a["source"], passthrough=a["passthrough"])
-        write_manifest(out, "classify", params, extra={"fingerprint": fingerprint, "shards": len(shards), **notes})
-        store = ShardedOutput(out / "labels")
-        store.clean_temporaries()
-        cp.check_done_shards(store, shards, out)
-        todo = [s for s in shards if not store.is_done(s.shard_id)]
+        # as the local engine plans it: arguments, resume and inputs checked here, not in each actor
+        plan = cp.plan_run(**{**a, "out": out})
+        shards, todo, store = plan.shards, plan.todo, plan.store
         t0 = time.perf_counter()
         if todo:
             labeler_kwargs = dict(

@@ -11,7 +11,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import Counter
@@ -34,7 +33,8 @@ from biasamp.generate.prompts import (
 )
 from biasamp.generate.seeds import derive_seed
 from biasamp.registry import Registry
-from biasamp.store import model_reference
+from biasamp.store import fingerprint as run_fingerprint
+from biasamp.store import model_reference, settings_changed
 
 #: Columns of the `generations` table as this stage writes it (the schema's plus extras).
 ROW_SCHEMA: dict[str, pl.DataType] = {
@@ -187,10 +187,6 @@ def generate_batch(backend, rows: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- planning ------------------------------------------------------------------------------
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
 def _shard_id(k: int) -> str:
     return f"{k:06d}"
 
@@ -284,18 +280,10 @@ class _Writer:
 
 
 def _check_manifest(out: Path, fingerprint: str, params: dict) -> None:
-    path = out / "generate.manifest.json"
-    if not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise BiasampError(f"{path} is unreadable", hint="delete it (and the outputs beside it) or pick a new --out") from None
-    if old.get("fingerprint") != fingerprint:
-        before = old.get("params", {})
-        changed = sorted(k for k in set(before) | set(params) if before.get(k) != params.get(k) and k != "out")
+    changed = settings_changed(out, "generate", fingerprint, params, ignore=("out",))
+    if changed is not None:
         raise BiasampError(
-            f"{out} holds images of a different generation run (changed: {', '.join(changed) or 'the prompts'})",
+            f"{out} holds images of a different generation run (changed: {'; '.join(changed) or 'the prompts'})",
             hint="pick a new --out folder, or delete the old outputs to start again; resuming needs exactly the same command",
         )
 
@@ -397,7 +385,7 @@ def generate_images(
         shard_size=int(shard_size), image_format=image_format, until_usable=until_usable, max_attempts=max_attempts if until else None,
         accept=accept_name if until else None, backend_options=backend_options or {},
     )
-    fingerprint = _fingerprint([params, prompts.rows()])
+    fingerprint = run_fingerprint([params, prompts.rows()])
     _check_manifest(out, fingerprint, params)
 
     # the shard plan (independent of the backend)
