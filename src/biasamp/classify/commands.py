@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
         import polars as pl
 
         from biasamp.classify import classify_images
-        from biasamp.classify.models import model_reference
         from biasamp.errors import BiasampError
         from biasamp.ui import print_table
 
@@ -69,8 +68,8 @@ def register(app: typer.Typer) -> None:
         if face_margin is not None and region != "face":
             raise BiasampError("--face-margin applies to --region face only", hint="add --region face, or drop --face-margin")
         copts: dict = {}
-        if model:  # a local folder is recorded by its absolute path (labels, probe, manifest)
-            copts["model"] = model_reference(model)
+        if model:  # model folders are recorded by absolute path (labels, probe, manifest): biasamp.store.model_reference
+            copts["model"] = model
         if classifier == "clip":
             copts["region"] = region
             if face_margin is not None:
@@ -80,10 +79,7 @@ def register(app: typer.Typer) -> None:
             if female_text:
                 copts["female_texts"] = tuple(female_text)
         if probe:
-            copts["probe"] = Path(probe).expanduser().resolve()
-        if embed_model:
-            embed_model = model_reference(embed_model)
-        nsfw_model = model_reference(nsfw_model)
+            copts["probe"] = probe
         if annotations:
             copts["annotations"] = list(annotations)
         dopts = {"min_side": detect_min_side, "max_side": detect_max_side, "threshold": detect_threshold} \

@@ -30,8 +30,7 @@ STUDY_MALE_TEXTS = ("A photo of a man",)
 STUDY_FEMALE_TEXTS = ("A photo of a woman",)
 DEFAULT_NSFW_MODEL = "CompVis/stable-diffusion-safety-checker"
 #: Hub ids whose published weights are a pickled `pytorch_model.bin` only: the default safety
-#: checker's main branch publishes no `model.safetensors` (projects that want one fetch it from
-#: the unmerged conversion pull request, revision `refs/pr/41`). Safetensors are always tried
+#: checker's main branch has long published no `model.safetensors`. Safetensors are always tried
 #: first; for these ids alone, when that fails, the `.bin` is loaded through transformers'
 #: weights-only unpickler (`torch.load(weights_only=True)`, which rebuilds tensors and refuses
 #: other objects). Every other model, local folders included, must have safetensors weights.

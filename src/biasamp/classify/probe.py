@@ -129,21 +129,18 @@ def train_linear_probe(labelled, out: str | Path, *, reference_column: str = "re
 
     from .embeddings import load_labelled_embeddings
     from .models import model_reference
+    from .validate import split_reference
 
     _check_suffix(out)  # both checked before any file is read
     l2 = _check_l2(l2)
     df, emb, model = load_labelled_embeddings(labelled, reference_column=reference_column)
-    raw = df[reference_column].cast(pl.Utf8)
-    ref = raw.str.strip_chars().str.to_lowercase()
-    is_ref = ref.is_in(["female", "male"]).fill_null(False)
+    ref, is_ref, other, listed = split_reference(df[reference_column])
     has_emb = pl.Series(np.isfinite(emb).all(axis=1))
     where = labelled[1] if isinstance(labelled, (list, tuple)) else labelled
     where = where if isinstance(where, (str, Path)) else "the reference table"
-    other = raw.filter(~is_ref).value_counts(sort=True)
     if len(other):
-        listed = ", ".join(f"{'empty' if v is None else repr(v)} ×{n}" for v, n in other.head(10).iter_rows())
-        err_console.print(f"[yellow]warning:[/] {where}: {int(other['count'].sum())} of {len(raw)} rows have a "
-                          f"{reference_column} that is neither female nor male ({listed}{', …' if len(other) > 10 else ''}); "
+        err_console.print(f"[yellow]warning:[/] {where}: {int(other['count'].sum())} of {len(ref)} rows have a "
+                          f"{reference_column} that is neither female nor male ({listed}); "
                           "they are not used to train the probe", highlight=False, soft_wrap=True)
     no_emb = int((is_ref & ~has_emb).sum())
     if no_emb:

@@ -277,7 +277,8 @@ def generate_run_of(path: Path) -> Path | None:
 
 def _table_shards(df: pl.DataFrame, path: Path, base: Path, tag: str, shard_size: int, source: str | None,
                   passthrough: tuple[str, ...]) -> list[Shard]:
-    """Shards of a table of images (`image` resolved against `base`), its ids checked."""
+    """Shards of a table of images (`image` resolved against `base`); its ids are checked
+    for duplicates with every other input's by `discover`."""
     missing = [c for c in ("item_id", "image") if c not in df.columns]
     if missing:
         raise BiasampError(
@@ -286,11 +287,7 @@ def _table_shards(df: pl.DataFrame, path: Path, base: Path, tag: str, shard_size
         )
     if df["item_id"].null_count():
         raise BiasampError(f"table {path}: column 'item_id' has empty values")
-    dup = df["item_id"].cast(pl.Utf8).is_duplicated()
-    if dup.any():
-        first = df.filter(dup)["item_id"].head(3).to_list()
-        raise BiasampError(f"table {path}: duplicate item_id values {first}", hint="item_id must be unique")
-    ids = [str(v) for v in df["item_id"].to_list()]  # as table_items names them
+    ids = [str(v) for v in df["item_id"].to_list()]  # as table_items names them; duplicates: _check_unique_ids
     shards = []
     for i, (a, b) in enumerate(_chunks(len(df), shard_size)):
         if a == b:

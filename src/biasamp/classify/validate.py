@@ -181,17 +181,26 @@ def _metrics(df: pl.DataFrame, name: str) -> tuple[dict, list[dict]]:
     return summary, rows
 
 
+def split_reference(raw: pl.Series) -> tuple[pl.Series, pl.Series, pl.DataFrame, str]:
+    """Reference values as validation and probe training read them (stripped, lower-cased):
+    (the values so read, the mask of female/male rows, counts of the other values as given,
+    those counts listed for a message)."""
+    raw = raw.cast(pl.Utf8)
+    ref = raw.str.strip_chars().str.to_lowercase()
+    ok = ref.is_in(list(CONFIDENT)).fill_null(False)
+    other = raw.filter(~ok).value_counts(sort=True)
+    listed = ", ".join(f"{'empty' if v is None else repr(v)} ×{n}" for v, n in other.head(10).iter_rows())
+    listed += ", …" if len(other) > 10 else ""
+    return ref, ok, other, listed
+
+
 def _check_reference(raw: pl.Series, where, column: str, overlap: tuple | None) -> dict:
     """Refuse a table with nothing to validate against (no female/male reference), and warn
     about reference values that count as unlabelled, so that neither passes silently.
     raw: the reference values as given (compared stripped and lower-cased); overlap, with
     annotations: (item_ids joined, item_ids in the table, annotated items, examples of each).
     Returns {value: rows} of the values that count as unlabelled."""
-    raw = raw.cast(pl.Utf8)
-    ok = raw.str.strip_chars().str.to_lowercase().is_in(list(CONFIDENT)).fill_null(False)
-    other = raw.filter(~ok).value_counts(sort=True)
-    listed = ", ".join(f"{'empty' if v is None else repr(v)} ×{n}" for v, n in other.head(10).iter_rows())
-    listed += ", …" if len(other) > 10 else ""
+    _, ok, other, listed = split_reference(raw)
     if not ok.any():
         if overlap is not None:
             raise BiasampError(
