@@ -109,6 +109,7 @@ run() {  # name timeout command...
   local name="$1" limit="$2"
   shift 2
   echo "== $name (at most ${limit} s)"
+  rm -f "$out/$name.json"  # a figure left by an earlier run in DIR must not pass for this one's
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/$name.log"
   local rc=${PIPESTATUS[0]}

@@ -91,8 +91,8 @@ def _accept_not_blank(image, row, *, min_std: float = 2.0) -> bool:
 class _AcceptOneFace:
     """the study's face filter: not flagged, and exactly one face of at least 0.1 of the image in height and width (dlib)"""
 
-    def __init__(self, detector: str = "dlib", min_face: float = 0.1):
-        self.detector_name, self.min_face = detector, min_face
+    def __init__(self, detector: str = "dlib", **filter_options):
+        self.detector_name, self.filter_options = detector, filter_options  # face_filter's defaults: the study's rule
         self._detector = None
         self._lock = threading.Lock()
 
@@ -105,7 +105,7 @@ class _AcceptOneFace:
             if self._detector is None:
                 self._detector = make_face_detector(self.detector_name)
         arr = np.asarray(image.convert("RGB"))
-        status, _ = face_filter(self._detector.detect(arr), arr.shape[1], arr.shape[0], min_face=self.min_face)
+        status, _ = face_filter(self._detector.detect(arr), arr.shape[1], arr.shape[0], **self.filter_options)
         return status == "ok"
 
 
@@ -547,8 +547,9 @@ def regenerate_image(row: dict, backend=None, **backend_options):
     """Draw the image of one `generations` row again, alone (batch of one); a PIL image.
 
     Loads the row's model with its revision, scheduler, dtype, device and safety-checker
-    setting unless a loaded `backend` is given (a flagged image comes back flagged). Equal to the stored image up to the rounding of batched
-    arithmetic (bit-identical when the row was drawn in a batch of one on the same device).
+    setting unless a loaded `backend` is given (a flagged image comes back flagged). Equal
+    to the stored image up to the rounding of batched arithmetic (bit-identical when the row
+    was drawn in a batch of one on the same device).
     """
     from PIL import Image
 
