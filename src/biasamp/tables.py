@@ -253,7 +253,9 @@ def read_table(path: str | Path, schema: Schema | str | None = None, **kwargs) -
     except FileNotFoundError:
         raise BiasampError(f"file not found: {p}") from None
     except Exception as e:  # corrupt or unreadable file: name it
-        raise BiasampError(f"cannot read {p}: {type(e).__name__}: {e}") from None
+        raise BiasampError(f"cannot read {p}: {type(e).__name__}: {e}",
+                           hint="the file is damaged or not in the format its extension says (.parquet, .csv, .tsv, "
+                           ".jsonl): write it again, or pass the file you meant") from None
     if schema is not None:
         df = validate(df, schema, source=p)
     return df

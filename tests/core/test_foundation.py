@@ -109,3 +109,13 @@ def _current_umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_read_table_names_a_damaged_file_and_says_what_to_do(tmp_path):
+    from biasamp.tables import read_table
+
+    bad = tmp_path / "labels.parquet"
+    bad.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(BiasampError, match=r"cannot read .*labels\.parquet") as e:
+        read_table(bad)
+    assert "hint: the file is damaged or not in the format its extension says" in str(e.value)
